@@ -1,0 +1,154 @@
+"""The real dataset as every method sees it: normalised tensors on one device plus class indexing.
+
+Distillation methods sample real images per class thousands of times, so the per-class index
+structure is computed once here and sampling is pure index arithmetic driven by a caller-owned
+CPU generator (reproducible on any device).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset: shape, classes and the normalisation constants used."""
+
+    name: str
+    channels: int
+    image_size: tuple[int, int]
+    num_classes: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class RealData:
+    """Normalised train/test tensors of one dataset, with per-class lookup and sampling.
+
+    Images are float32 (N, C, H, W) normalised with `info.mean`/`info.std`; labels are int64.
+    The training set need not be sorted by class: a stable class ordering is precomputed.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        train_images: Tensor,
+        train_labels: Tensor,
+        test_images: Tensor,
+        test_labels: Tensor,
+    ) -> None:
+        _check_split("train", info, train_images, train_labels)
+        _check_split("test", info, test_images, test_labels)
+        self.info = info
+        self.train_images = train_images
+        self.train_labels = train_labels
+        self.test_images = test_images
+        self.test_labels = test_labels
+        labels_cpu = train_labels.detach().to("cpu", torch.int64)
+        # Training indices grouped by class (stable), with each class's start and size.
+        self._order_cpu = torch.sort(labels_cpu, stable=True).indices
+        self._counts = torch.bincount(labels_cpu, minlength=info.num_classes)
+        self._starts = torch.cumsum(self._counts, 0) - self._counts
+        self._order = self._order_cpu.to(train_images.device)
+
+    @property
+    def device(self) -> torch.device:
+        """Device that holds the image tensors."""
+        return self.train_images.device
+
+    def class_indices(self, c: int) -> Tensor:
+        """Indices (on `device`) of the training images of class `c`, in dataset order."""
+        start, count = int(self._starts[c]), int(self._counts[c])
+        return self._order[start : start + count]
+
+    def class_counts(self) -> Tensor:
+        """Number of training images per class, shape (K,), int64 on the CPU (metadata)."""
+        return self._counts.clone()
+
+    def sample_per_class(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Draw `n` training images of every class, class-contiguous (class 0 first).
+
+        Within a class the draw is without replacement when `n` <= its size, else with
+        replacement. All randomness comes from `generator` (CPU); returns (K*n images, labels).
+        """
+        k = self.info.num_classes
+        counts = self._counts
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if bool((counts == 0).any()):
+            empty = torch.nonzero(counts == 0).flatten().tolist()
+            raise ValueError(f"cannot sample: classes {empty} have no training images")
+        max_count = int(counts.max())
+        small = counts < n  # classes drawn with replacement
+        pos = torch.zeros(k, n, dtype=torch.int64)
+        if not bool(small.all()):
+            # Random keys per (class, slot); padding slots beyond a class's size never win.
+            keys = torch.rand(k, max_count, generator=generator)
+            keys[torch.arange(max_count) >= counts[:, None]] = 2.0
+            # Some class has >= n images, so n <= max_count and top-k is defined.
+            pos = torch.topk(keys, n, dim=1, largest=False).indices
+        if bool(small.any()):
+            u = torch.rand(k, n, generator=generator, dtype=torch.float64)
+            with_repl = (u * counts[:, None]).long().clamp_max_(counts[:, None] - 1)
+            pos = torch.where(small[:, None], with_repl, pos)
+        idx = self._order_cpu[(self._starts[:, None] + pos).flatten()]
+        labels = torch.arange(k).repeat_interleave(n)
+        idx = idx.to(self.device)
+        return self.train_images[idx], labels.to(self.device)
+
+    def sample_class(self, c: int, n: int, generator: torch.Generator) -> Tensor:
+        """Draw `n` training images of class `c` (without replacement when possible)."""
+        count = int(self._counts[c])
+        if count == 0:
+            raise ValueError(f"cannot sample: class {c} has no training images")
+        if n <= count:
+            pos = torch.randperm(count, generator=generator)[:n]
+        else:
+            pos = torch.randint(0, count, (n,), generator=generator)
+        idx = self._order_cpu[int(self._starts[c]) + pos]
+        return self.train_images[idx.to(self.device)]
+
+    def denormalise(self, x: Tensor) -> Tensor:
+        """Undo the mean/std normalisation (pixel space, roughly [0, 1]; not clamped)."""
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.info.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.info.std, dtype=x.dtype, device=x.device).view(shape)
+        return x * std + mean
+
+    def to(self, device: str | torch.device) -> RealData:
+        """A copy of this dataset with every tensor on `device`."""
+        return RealData(
+            self.info,
+            self.train_images.to(device),
+            self.train_labels.to(device),
+            self.test_images.to(device),
+            self.test_labels.to(device),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RealData({self.info.name}: train={tuple(self.train_images.shape)}, "
+            f"test={tuple(self.test_images.shape)}, classes={self.info.num_classes}, "
+            f"device={self.device})"
+        )
+
+
+def _check_split(split: str, info: DatasetInfo, images: Tensor, labels: Tensor) -> None:
+    """Fail early on tensors that do not match the dataset's declared shape."""
+    expected = (info.channels, *info.image_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(
+            f"{info.name} {split} images: expected (N, {expected}), got {tuple(images.shape)}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{info.name} {split} labels: expected ({images.shape[0]},), got {tuple(labels.shape)}"
+        )
+    if labels.dtype != torch.int64:
+        raise ValueError(f"{info.name} {split} labels must be int64, got {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
+        raise ValueError(f"{info.name} {split} labels must lie in [0, {info.num_classes})")

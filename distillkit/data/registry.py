@@ -1,0 +1,88 @@
+"""The one place that maps dataset names to loaders, plus root resolution and option checking.
+
+`load_dataset` is the only entry point the rest of distillkit uses: it resolves the data root
+(argument, else $DISTILLKIT_DATA, else ./data), validates the options against what the dataset
+accepts, runs the family loader and normalises the result onto the requested device.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distillkit.data.errors import ROOT_ENV_VAR
+from distillkit.data.image_folder import SPECS as FOLDER_SPECS
+from distillkit.data.image_folder import load_image_folder
+from distillkit.data.raw import RawSplits
+from distillkit.data.real import RealData
+from distillkit.data.sklearn_digits import load_digits
+from distillkit.data.torchvision_sets import SPECS as TORCHVISION_SPECS
+from distillkit.data.torchvision_sets import load_torchvision
+
+DEFAULT_ROOT = "./data"
+LIMIT_OPTIONS = frozenset({"train_limit", "test_limit"})
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: `loader(root, download, **options)` and the options it accepts."""
+
+    loader: Callable[..., RawSplits]
+    options: frozenset[str] = LIMIT_OPTIONS
+
+
+def _digits(root: Path, download: bool, **options: Any) -> RawSplits:
+    del root, download  # ships inside scikit-learn
+    return load_digits(**options)
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(_digits, LIMIT_OPTIONS | {"image_size", "mirror"}),
+    **{name: DatasetSpec(partial(load_torchvision, name)) for name in TORCHVISION_SPECS},
+    **{name: DatasetSpec(partial(load_image_folder, name)) for name in FOLDER_SPECS},
+}
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by `load_dataset`, sorted."""
+    return sorted(REGISTRY)
+
+
+def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+    """The data root: `root`, else $DISTILLKIT_DATA, else ./data (made absolute)."""
+    chosen = root if root not in (None, "") else os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT
+    return Path(chosen).expanduser().absolute()
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> RealData:
+    """Load dataset `name` as normalised float32 tensors on `device`.
+
+    Options set to None are treated as unset (convenient for configs); any other option the
+    dataset does not accept raises TypeError. Missing files raise DatasetNotFoundError.
+    """
+    key = name.strip().lower().replace("-", "_")
+    spec = REGISTRY.get(key)
+    if spec is None:
+        raise ValueError(
+            f"Unknown dataset {name!r}; available datasets: {', '.join(available_datasets())}"
+        )
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - spec.options)
+    if unknown:
+        raise TypeError(
+            f"Dataset {key!r} does not accept option(s) {unknown}; accepted: {sorted(spec.options)}"
+        )
+    raw = spec.loader(resolve_root(root), bool(download), **options)
+    return raw.to_real(device)

@@ -1,0 +1,145 @@
+"""Train fresh networks on a synthetic set only, test them on the real test set.
+
+Published protocol (methods.md): SGD momentum 0.9, wd 5e-4, lr 0.01, batch 256, E epochs with
+per-sample DSA, lr x 0.1 once at E/2, accuracy of the final epoch, mean +- std over models.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distillkit.augment import DSA
+from distillkit.networks import NetworkFactory
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    models: tuple[str, ...] = ("ConvNet",)
+    num_models: int = 5
+    epochs: int = 1000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    lr_decay_at: float = 0.5
+    dsa: bool = True
+    test_batch_size: int = 1024
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in dict(cfg).items() if k in known}
+        if "models" in values:
+            values["models"] = tuple(str(m) for m in values["models"])
+        return cls(**values)
+
+
+@torch.no_grad()
+def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
+    """Top-1 accuracy in percent; one host sync at the end."""
+    net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
+    for start in range(0, images.shape[0], batch_size):
+        logits = net(images[start : start + batch_size])
+        correct += (logits.argmax(1) == labels[start : start + batch_size]).sum()
+    return 100.0 * correct.item() / images.shape[0]
+
+
+def train_and_test(
+    factory: NetworkFactory,
+    images: Tensor,
+    labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    settings: EvalSettings,
+    augment: DSA | None,
+    generator: torch.Generator,
+    lr: float | None = None,
+) -> float:
+    """One fresh network trained on (images, labels) for `settings.epochs`; final test accuracy."""
+    net = factory(generator)
+    base_lr = settings.lr if lr is None else float(lr)
+    optimiser = torch.optim.SGD(
+        net.parameters(),
+        lr=base_lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    decay_epoch = int(settings.epochs * settings.lr_decay_at)
+    n = images.shape[0]
+    net.train()
+    for epoch in range(settings.epochs):
+        if epoch == decay_epoch and epoch > 0:
+            for group in optimiser.param_groups:
+                group["lr"] = base_lr * 0.1
+        order = torch.randperm(n, generator=generator).to(images.device)
+        for start in range(0, n, settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            x, y = images[rows], labels[rows]
+            if augment is not None and augment.enabled:
+                x = augment(x, generator)
+            loss = F.cross_entropy(net(x), y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    return test_accuracy(net, test_images, test_labels, settings.test_batch_size)
+
+
+def summarise(accuracies: Sequence[float]) -> dict[str, Any]:
+    mean = statistics.fmean(accuracies)
+    std = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+    return {"mean": mean, "std": std, "runs": list(accuracies), "n": len(accuracies)}
+
+
+def evaluate_set(
+    images: Tensor,
+    labels: Tensor,
+    data: Any,
+    factory: NetworkFactory,
+    settings: EvalSettings,
+    augment: DSA | None,
+    generator: torch.Generator,
+    lr: float | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, dict[str, Any]]:
+    """Every architecture in `settings.models`, `settings.num_models` fresh models each.
+
+    Returns {architecture: {mean, std, runs, n}} with accuracies in percent.
+    """
+    images, labels = images.detach(), labels.detach()
+    results: dict[str, dict[str, Any]] = {}
+    total = len(settings.models) * settings.num_models
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="model")
+    for name in settings.models:
+        arch = factory.for_architecture(name)
+        accuracies = []
+        for _ in range(settings.num_models):
+            acc = train_and_test(
+                arch,
+                images,
+                labels,
+                data.test_images,
+                data.test_labels,
+                settings,
+                augment,
+                generator,
+                lr,
+            )
+            if not math.isfinite(acc):
+                raise FloatingPointError(f"evaluation of {name} produced a non-finite accuracy")
+            accuracies.append(acc)
+            bar.update(1)
+            bar.set_postfix({name: f"{acc:.1f}%"})
+        results[name] = summarise(accuracies)
+    bar.close()
+    return results

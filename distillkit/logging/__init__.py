@@ -1,0 +1,6 @@
+"""Run logging: local files always, Weights & Biases as an optional mirror."""
+
+from distillkit.logging.base import Logger, MultiLogger, build_logger
+from distillkit.logging.local import LocalLogger
+
+__all__ = ["LocalLogger", "Logger", "MultiLogger", "build_logger"]

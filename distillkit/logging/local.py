@@ -1,0 +1,45 @@
+"""Local files: every scalar to metrics.jsonl (with its step), tables to CSV, images to PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from distillkit.io import save_bytes
+from distillkit.logging.base import Logger
+
+
+class LocalLogger(Logger):
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._metrics = self.metrics_path.open("a", encoding="utf-8")
+
+    def log_scalars(self, values: Mapping[str, float], step: int) -> None:
+        record = {"step": int(step), "time": round(time.time(), 3)}
+        record.update({k: float(v) for k, v in values.items()})
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def log_images(self, name: str, image: Image.Image, step: int, caption: str = "") -> None:
+        path = self.run_dir / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        lines = [list(columns), *[list(r) for r in rows]]
+        from io import StringIO
+
+        buffer = StringIO()
+        csv.writer(buffer).writerows(lines)
+        save_bytes(buffer.getvalue().encode(), self.run_dir / f"{name}.csv")
+
+    def finish(self) -> None:
+        self._metrics.close()

@@ -1,0 +1,1 @@
+"""Metrics on synthetic and real sets (unequalness score, accuracy summaries)."""

@@ -1,0 +1,54 @@
+"""The `distillkit` command as a user types it: multirun over numeric groups, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import TINY
+
+
+def distillkit(*args: str, cwd) -> subprocess.CompletedProcess:
+    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_multirun_over_ipc_as_typed(tmp_path):
+    out = distillkit(
+        "-m",
+        *TINY,
+        "method=random",
+        "ipc=1,5",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    results = [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("results.json"))
+    ]
+    assert sorted(r["ipc"] for r in results) == [1, 5]
+    assert all(r["method"] == "random" for r in results)
+
+
+def test_missing_dataset_gives_one_clear_error(tmp_path):
+    missing = tmp_path / "no-data-here"
+    out = distillkit(
+        *[o for o in TINY if not o.startswith("dataset")],
+        "dataset=cifar10",
+        f"dataset.root={missing}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "cifar10" in out.stderr and str(missing) in out.stderr
+    assert "dataset.root" in out.stderr
+
+
+def test_unknown_method_is_reported_before_any_work(tmp_path):
+    out = distillkit(*TINY, "method.name=nosuch", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown method 'nosuch'" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,80 @@
+"""Config composition: every group option composes and validates; numeric groups parse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+from conftest import compose_config
+
+from distillkit.config import ConfigError, quote_numeric_group_choices, validate_config
+
+GROUPS = ["dataset", "method", "regularizer", "ipc", "model", "eval", "logger", "experiment"]
+
+
+def group_options(group: str) -> list[str]:
+    folder = resources.files("distillkit.conf") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert group_options(group), f"config group {group!r} has no options"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_config([f"{group}={option}"])
+    validate_config(cfg)
+    if group == "ipc":
+        assert cfg.ipc == int(option)
+    elif group in {"dataset", "method"}:
+        assert cfg[group].name == option
+
+
+def test_quote_numeric_group_choices():
+    assert quote_numeric_group_choices(["ipc=10"]) == ["ipc='10'"]
+    assert quote_numeric_group_choices(["ipc=1,10,50"]) == ["ipc='1','10','50'"]
+    assert quote_numeric_group_choices(["method=dm", "seed=3"]) == ["method=dm", "seed=3"]
+    assert quote_numeric_group_choices(["ipc='10'"]) == ["ipc='10'"]
+
+
+def test_regularizer_is_list_valued():
+    cfg = compose_config(["regularizer=[none]"])
+    assert dict(cfg.regularizer) == {}
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("method.iterations=-1", "method.iterations"),
+        ("method.lr_img=-0.5", "method.lr_img"),
+        ("model.name=NoSuchNet", "unknown model"),
+        ("eval.epochs=0", "eval.epochs"),
+    ],
+)
+def test_bad_values_fail_validation(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_config([override]))
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_ipc_as_typed(tmp_path):
+    out = run_cli("--cfg", "job", "ipc=10", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ipc: 10" in out.stdout
+
+
+def test_cli_help_lists_groups(tmp_path):
+    out = run_cli("--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for group in GROUPS:
+        assert f"{group}:" in out.stdout
