@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 import distillkit
 from distillkit.augment import DSA
@@ -22,6 +21,7 @@ from distillkit.io import save_json, save_torch
 from distillkit.logging import build_logger
 from distillkit.methods import MethodContext, build_method
 from distillkit.networks import NetworkFactory
+from distillkit.progress import progress_bar
 from distillkit.regularizers import build_regularizers
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
@@ -193,7 +193,7 @@ class Trainer:
         image_every = int(self.cfg["images"]["every"])
         eval_at = {int(i) for i in self.cfg["eval"].get("at") or []}
         last_loss = None
-        bar = tqdm(
+        bar = progress_bar(
             range(self.start_iteration, self.iterations),
             desc=f"distil {self.method.name}",
             disable=not self.progress or self.iterations == 0,
@@ -214,7 +214,7 @@ class Trainer:
                     )
                 self.logger.log_scalars(values, done)
                 last_loss = values.get("train/loss", next(iter(values.values())))
-                bar.set_postfix(loss=f"{last_loss:.4g}")
+                bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
             if done in eval_at and done != self.iterations:
                 self.evaluate(done, desc=f"evaluate @{done}")
             if image_every and done % image_every == 0:

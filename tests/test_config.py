@@ -78,3 +78,15 @@ def test_cli_help_lists_groups(tmp_path):
     assert out.returncode == 0, out.stderr
     for group in GROUPS:
         assert f"{group}:" in out.stdout
+
+
+def test_tuned_settings_are_picked_up_for_their_setting_only(tmp_path):
+    """`optional tuned: ${method}_${dataset}_ipc${ipc}` loads per-setting values automatically."""
+    (tmp_path / "tuned").mkdir()
+    (tmp_path / "tuned" / "dm_digits_ipc1.yaml").write_text(
+        "# @package _global_\nmethod:\n  lr_img: 7.5\n"
+    )
+    search = f"hydra.searchpath=[file://{tmp_path}]"
+    assert compose_config([search, "ipc=1"]).method.lr_img == 7.5
+    assert compose_config([search, "ipc=10"]).method.lr_img == 1.0
+    assert compose_config([search, "ipc=1", "method.lr_img=2"]).method.lr_img == 2.0

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from distillkit.augment import DSA
 from distillkit.networks import NetworkFactory
+from distillkit.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def evaluate_set(
     images, labels = images.detach(), labels.detach()
     results: dict[str, dict[str, Any]] = {}
     total = len(settings.models) * settings.num_models
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="model")
+    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")
     for name in settings.models:
         arch = factory.for_architecture(name)
         accuracies = []
@@ -139,7 +139,7 @@ def evaluate_set(
                 raise FloatingPointError(f"evaluation of {name} produced a non-finite accuracy")
             accuracies.append(acc)
             bar.update(1)
-            bar.set_postfix({name: f"{acc:.1f}%"})
+            bar.set_postfix({name: f"{acc:.1f}%"}, refresh=False)
         results[name] = summarise(accuracies)
     bar.close()
     return results
