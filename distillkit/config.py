@@ -89,9 +89,17 @@ def validate_against_data(cfg: Mapping[str, Any], data: Any) -> None:
     """Checks that need the loaded dataset."""
     counts = data.class_counts()
     smallest = int(counts.min())
+    factor = int(cfg["synthetic"].get("factor", 1))
+    _require(factor >= 1, f"synthetic.factor must be >= 1, got {factor}")
+    needed = cfg["ipc"] * factor**2
     if cfg["synthetic"]["init"] == "real":
         _require(
-            cfg["ipc"] <= smallest,
-            f"ipc={cfg['ipc']} is larger than the {smallest} training images of the smallest class "
-            f"of {data.info.name}",
+            needed <= smallest,
+            f"ipc={cfg['ipc']} needs {needed} real images per class to initialise from, more "
+            f"than the {smallest} of the smallest class of {data.info.name}",
         )
+    h, w = data.info.image_size
+    _require(
+        h % factor == 0 and w % factor == 0,
+        f"synthetic.factor={factor} does not divide the {h}x{w} images of {data.info.name}",
+    )

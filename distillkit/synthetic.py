@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from distillkit.io import save_torch
@@ -20,8 +21,9 @@ FORMAT = "distillkit.synthetic_set/1"
 class SyntheticSet:
     """IPC learnable images per class, stored class-contiguously (class 0's rows first).
 
-    `batch()` is the single door to networks during distillation: regularizer transforms (such as
-    FYI's flip-and-concatenate) are applied there, so they hold for every method at once.
+    `batch()` is the single door to networks during distillation: stored images are decoded
+    (IDM's mosaics) and then every registered add-on transform (such as FYI's flip-and-concatenate)
+    is applied there, so add-ons hold for every method at once.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class SyntheticSet:
         ipc: int,
         num_classes: int,
         meta: dict[str, Any] | None = None,
+        factor: int = 1,
     ) -> None:
         if images.shape[0] != ipc * num_classes or labels.shape[0] != images.shape[0]:
             raise ValueError(
@@ -42,15 +45,25 @@ class SyntheticSet:
         self.ipc = int(ipc)
         self.num_classes = int(num_classes)
         self.meta: dict[str, Any] = dict(meta or {})
+        #: IDM's partition factor: each stored image is a factor x factor mosaic of smaller images.
+        self.factor = int(factor)
         self.transforms: list[BatchTransform] = []
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def initialise(cls, data: Any, ipc: int, init: str, generator: torch.Generator) -> SyntheticSet:
-        """Random real images of each class (`real`) or standard normal noise (`noise`)."""
+    def initialise(
+        cls, data: Any, ipc: int, init: str, generator: torch.Generator, factor: int = 1
+    ) -> SyntheticSet:
+        """Random real images of each class (`real`) or standard normal noise (`noise`).
+
+        With factor > 1, a real init fills each stored image with factor**2 different real images
+        of its class, each downscaled by 1/factor (IDM's mosaic init).
+        """
         k = data.info.num_classes
         if init == "real":
-            images, labels = data.sample_per_class(ipc, generator)
+            images, labels = data.sample_per_class(ipc * factor**2, generator)
+            if factor > 1:
+                images, labels = encode_mosaic(images, labels, factor)
         elif init == "noise":
             c, (h, w) = data.info.channels, data.info.image_size
             images = torch.randn((k * ipc, c, h, w), generator=generator)
@@ -58,28 +71,57 @@ class SyntheticSet:
         else:
             raise ValueError(f"synthetic.init must be 'real' or 'noise', got {init!r}")
         device = data.train_images.device
-        return cls(images.to(device), labels.to(device), ipc, k, meta=dataset_meta(data.info))
+        return cls(
+            images.to(device),
+            labels.to(device),
+            ipc,
+            k,
+            meta=dataset_meta(data.info),
+            factor=factor,
+        )
 
     # -- access ---------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.images.device
 
+    @property
+    def images_per_class(self) -> int:
+        """Training images per class after decoding (IPC x factor**2)."""
+        return self.ipc * self.factor**2
+
     def class_rows(self, c: int) -> slice:
+        """Stored rows of class c."""
         return slice(c * self.ipc, (c + 1) * self.ipc)
 
+    def decode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Stored rows -> training images (identity unless factor > 1)."""
+        if self.factor == 1:
+            return x, y
+        return decode_mosaic(x, y, self.factor)
+
     def batch(self, rows: Tensor | slice | None = None) -> tuple[Tensor, Tensor]:
-        """Synthetic images and labels (all, or `rows`) after every registered transform."""
-        x, y = (
-            (self.images, self.labels) if rows is None else (self.images[rows], self.labels[rows])
-        )
+        """Synthetic images and labels (all, or stored `rows`), decoded, after every transform.
+
+        Decoding keeps each stored image's decoded images together, so class-contiguous rows
+        give class-contiguous batches (before transforms, which may append rows).
+        """
+        if rows is None:
+            x, y = self.images, self.labels
+        else:
+            x, y = self.images[rows], self.labels[rows]
+        x, y = self.decode(x, y)
         for transform in self.transforms:
             x, y = transform(x, y)
         return x, y
 
     def training_set(self) -> tuple[Tensor, Tensor]:
-        """Detached images and labels an evaluation model trains on (stored images only)."""
-        return self.images.detach(), self.labels
+        """Detached, decoded images and labels an evaluation model trains on.
+
+        Add-on transforms (FYI) are not applied: evaluation trains on the stored images only.
+        """
+        with torch.no_grad():
+            return self.decode(self.images.detach(), self.labels)
 
     def parameters(self) -> list[Tensor]:
         return [self.images]
@@ -92,6 +134,7 @@ class SyntheticSet:
             "labels": self.labels.cpu(),
             "ipc": self.ipc,
             "num_classes": self.num_classes,
+            "factor": self.factor,
             "meta": self.meta,
         }
 
@@ -111,7 +154,7 @@ class SyntheticSet:
         path = Path(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        except Exception as exc:  # any unreadable file gets the same clear message
             raise ValueError(f"{path}: not a readable synthetic-set file ({exc})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{path}: not a distillkit synthetic set (missing format {FORMAT!r})")
@@ -121,6 +164,7 @@ class SyntheticSet:
             state["ipc"],
             state["num_classes"],
             meta=state.get("meta"),
+            factor=state.get("factor", 1),
         )
         return synthetic, state
 
@@ -132,3 +176,28 @@ def dataset_meta(info: Any) -> dict[str, Any]:
         k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
         for k, v in meta.items()
     }
+
+
+def decode_mosaic(x: Tensor, y: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Split each image into factor x factor tiles (row-major: top-left, top-right, ...) and
+    upsample each tile back to the full size (bilinear); labels repeat per tile."""
+    n, c, h, w = x.shape
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} is not divisible by factor {factor}")
+    th, tw = h // factor, w // factor
+    tiles = x.reshape(n, c, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5)
+    tiles = tiles.reshape(n * factor * factor, c, th, tw)
+    upsampled = F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+    return upsampled, y.repeat_interleave(factor * factor)
+
+
+def encode_mosaic(x: Tensor, y: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Tile consecutive groups of factor**2 images, each downscaled by 1/factor, into mosaics."""
+    n, c, h, w = x.shape
+    group = factor * factor
+    if n % group:
+        raise ValueError(f"{n} images cannot be grouped in mosaics of {group}")
+    small = F.interpolate(x, size=(h // factor, w // factor), mode="bilinear", antialias=True)
+    small = small.reshape(n // group, factor, factor, c, h // factor, w // factor)
+    mosaics = small.permute(0, 3, 1, 4, 2, 5).reshape(n // group, c, h, w)
+    return mosaics, y[::group]

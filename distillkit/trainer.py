@@ -87,7 +87,11 @@ class Trainer:
         validate_against_data(self.cfg, self.data)
         self.networks = NetworkFactory.from_config(self.cfg["model"], self.data.info, self.device)
         self.synthetic = SyntheticSet.initialise(
-            self.data, self.cfg["ipc"], self.cfg["synthetic"]["init"], self.generators["init"]
+            self.data,
+            self.cfg["ipc"],
+            self.cfg["synthetic"]["init"],
+            self.generators["init"],
+            factor=int(self.cfg["synthetic"].get("factor", 1)),
         )
         method_cfg = self.cfg["method"]
         self.regularizers = build_regularizers(self.cfg.get("regularizer"), method_cfg["name"])

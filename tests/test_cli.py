@@ -22,6 +22,7 @@ def test_multirun_over_ipc_as_typed(tmp_path):
         *TINY,
         "method=random",
         "ipc=1,5",
+        "logger=wandb",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         cwd=tmp_path,
     )
@@ -30,6 +31,9 @@ def test_multirun_over_ipc_as_typed(tmp_path):
         json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").rglob("results.json"))
     ]
     assert sorted(r["ipc"] for r in results) == [1, 5]
+    # One W&B run per Hydra job, each inside its own job directory.
+    for job in ("0", "1"):
+        assert len(list((tmp_path / "sweep" / job / "wandb").glob("offline-run-*"))) == 1
     assert all(r["method"] == "random" for r in results)
 
 
