@@ -85,11 +85,16 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _require(float(evaluation["lr"]) > 0, f"eval.lr must be > 0, got {evaluation['lr']}")
 
 
+def synthetic_factor(cfg: Mapping[str, Any]) -> int:
+    """IDM-style partition factor: the method's own `factor` when it sets one, else synthetic's."""
+    return int(cfg["method"].get("factor") or cfg["synthetic"].get("factor", 1))
+
+
 def validate_against_data(cfg: Mapping[str, Any], data: Any) -> None:
     """Checks that need the loaded dataset."""
     counts = data.class_counts()
     smallest = int(counts.min())
-    factor = int(cfg["synthetic"].get("factor", 1))
+    factor = synthetic_factor(cfg)
     _require(factor >= 1, f"synthetic.factor must be >= 1, got {factor}")
     needed = cfg["ipc"] * factor**2
     if cfg["synthetic"]["init"] == "real":

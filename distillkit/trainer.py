@@ -14,7 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 import distillkit
 from distillkit.augment import DSA
-from distillkit.config import resolve_device, validate_against_data, validate_config
+from distillkit.config import (
+    resolve_device,
+    synthetic_factor,
+    validate_against_data,
+    validate_config,
+)
 from distillkit.data import load_dataset
 from distillkit.evaluation import EvalSettings, evaluate_set
 from distillkit.io import save_json, save_torch
@@ -91,7 +96,7 @@ class Trainer:
             self.cfg["ipc"],
             self.cfg["synthetic"]["init"],
             self.generators["init"],
-            factor=int(self.cfg["synthetic"].get("factor", 1)),
+            factor=synthetic_factor(self.cfg),
         )
         method_cfg = self.cfg["method"]
         self.regularizers = build_regularizers(self.cfg.get("regularizer"), method_cfg["name"])

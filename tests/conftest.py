@@ -39,7 +39,11 @@ def compose_config(overrides: list[str]) -> DictConfig:
 @pytest.fixture
 def tiny_config():
     def make(*overrides: str) -> DictConfig:
-        return compose_config([*TINY, *overrides])
+        """TINY plus overrides; choosing another dataset drops TINY's digits-only settings."""
+        base = TINY
+        if any(o.startswith("dataset=") for o in overrides):
+            base = [o for o in TINY if not o.startswith("dataset")]
+        return compose_config([*base, *overrides])
 
     return make
 
