@@ -104,7 +104,9 @@ def _evaluate_saved(args: argparse.Namespace) -> dict:
     if args.no_dsa:
         eval_cfg["dsa"] = False
     settings = EvalSettings.from_config(eval_cfg)
-    augment = build_dsa(cfg["dsa"]) if settings.dsa else None
+    augment = (
+        build_dsa(cfg["dsa"], bool(eval_cfg.get("always_flip", False))) if settings.dsa else None
+    )
     networks = NetworkFactory.from_config(cfg["model"], data.info, device)
     images, labels = synthetic.training_set()
     results = evaluate_set(
@@ -130,3 +132,69 @@ def _evaluate_saved(args: argparse.Namespace) -> dict:
             )
         )
     return results
+
+
+@hydra.main(config_path="pkg://distillkit.conf", config_name="unequalness", version_base="1.3")
+def _unequalness_job(cfg: DictConfig) -> None:
+    from distillkit.config import resolve_device
+    from distillkit.metrics.real_curve import plot_curve, unequalness_curve, write_csv
+    from distillkit.networks import NetworkFactory
+    from distillkit.seeding import RunGenerators
+    from distillkit.trainer import as_dict, build_dsa, load_data
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    settings = as_dict(cfg)
+    try:
+        device = resolve_device(str(settings["device"]))
+        data = load_data(settings["dataset"], device)
+        networks = NetworkFactory.from_config(settings["model"], data.info, device)
+        rows = unequalness_curve(
+            data,
+            [int(s) for s in settings["sizes"]],
+            networks,
+            RunGenerators(settings["seed"])["unequalness/real"],
+            list(settings["distances"]),
+            int(settings["num_nets"]),
+            int(settings["repeats"]),
+            build_dsa(settings["dsa"]),
+            progress=bool(settings["progress"]),
+        )
+    except USER_ERRORS as exc:
+        _report(exc)
+        raise SystemExit(2) from None
+    write_csv(rows, run_dir / "unequalness.csv")
+    plot_curve(rows, run_dir / "unequalness.png", f"real {data.info.name}: U(X) vs set size")
+    for row in rows:
+        print(f"{row['distance']:>4} size {row['size']:>4}: {row['mean']:.4g} ± {row['std']:.2g}")
+    print(f"-> {run_dir / 'unequalness.csv'}, {run_dir / 'unequalness.png'}")
+
+
+def unequalness_real(argv: Sequence[str] | None = None) -> None:
+    """`distillkit-unequalness dataset=... sizes=[...]`: U of real sets against set size."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    sys.argv = [sys.argv[0], *args]
+    _unequalness_job()
+
+
+@hydra.main(config_path="pkg://distillkit.conf", config_name="cam", version_base="1.3")
+def _cam_job(cfg: DictConfig) -> None:
+    from distillkit.analysis import run_cam_analysis
+    from distillkit.trainer import as_dict
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run_cam_analysis(as_dict(cfg), run_dir)
+    except USER_ERRORS as exc:
+        _report(exc)
+        raise SystemExit(2) from None
+    print(f"classifier test accuracy {summary['test_accuracy']:.2f}%")
+    for name, r in summary["mirror_symmetry"].items():
+        print(f"{name:>12}: mirror correlation {r:.3f}")
+    print(f"-> {run_dir}")
+
+
+def cam_analysis(argv: Sequence[str] | None = None) -> None:
+    """`distillkit-cam dataset=...`: per-class CAM top-region frequency maps and their symmetry."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    sys.argv = [sys.argv[0], *args]
+    _cam_job()

@@ -25,12 +25,13 @@ from distillkit.evaluation import EvalSettings, evaluate_set
 from distillkit.io import save_json, save_torch
 from distillkit.logging import build_logger
 from distillkit.methods import MethodContext, build_method
+from distillkit.metrics.unequalness import unequalness
 from distillkit.networks import NetworkFactory
 from distillkit.progress import progress_bar
 from distillkit.regularizers import build_regularizers
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
-from distillkit.visualize import class_grid
+from distillkit.visualize import class_grid, flip_figure
 
 CHECKPOINT_FORMAT = "distillkit.checkpoint/1"
 
@@ -53,11 +54,12 @@ def load_data(dataset_cfg: Mapping[str, Any], device: torch.device) -> Any:
     )
 
 
-def build_dsa(dsa_cfg: Mapping[str, Any]) -> DSA:
+def build_dsa(dsa_cfg: Mapping[str, Any], always_flip: bool = False) -> DSA:
+    """DSA from the `dsa` config; `always_flip` forces the FYI reference's flip-first variant."""
     return DSA(
         strategy=dsa_cfg["strategy"],
         mode=dsa_cfg.get("mode", "S"),
-        always_flip=bool(dsa_cfg.get("always_flip", False)),
+        always_flip=always_flip or bool(dsa_cfg.get("always_flip", False)),
     )
 
 
@@ -114,8 +116,13 @@ class Trainer:
             ),
         )
         self.eval_settings = EvalSettings.from_config(self.cfg["eval"])
-        self.eval_augment = build_dsa(self.cfg["dsa"]) if self.cfg["eval"].get("dsa") else None
+        self.eval_augment = (
+            build_dsa(self.cfg["dsa"], bool(self.cfg["eval"].get("always_flip", False)))
+            if self.cfg["eval"].get("dsa")
+            else None
+        )
         self.iterations = int(method_cfg.get("iterations", 0)) if self.method.optimises else 0
+        self.unequalness_augment = build_dsa(self.cfg["dsa"])
         self.start_iteration = 0
         self.evaluations: list[dict[str, Any]] = []
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
@@ -183,6 +190,23 @@ class Trainer:
         )
         return results
 
+    def measure_unequalness(self, iteration: int) -> dict[str, float]:
+        """U(S) of the (decoded, un-transformed) synthetic set; logged as unequalness/<distance>."""
+        settings = self.cfg["unequalness"]
+        images, labels = self.synthetic.training_set()
+        scores = unequalness(
+            images,
+            labels,
+            self.synthetic.num_classes,
+            self.networks,
+            self.generators[f"unequalness/{iteration}"],
+            distances=list(settings["distances"]),
+            num_nets=int(settings["num_nets"]),
+            augment=self.unequalness_augment,
+        )
+        self.logger.log_scalars({f"unequalness/{k}": v for k, v in scores.items()}, iteration)
+        return scores
+
     def log_grid(self, iteration: int, name: str) -> None:
         info = self.data.info
         grid = class_grid(
@@ -195,12 +219,28 @@ class Trainer:
         )
         self.logger.log_images(name, grid, iteration, caption=f"iteration {iteration}")
 
+    def log_flips(self, iteration: int, name: str) -> None:
+        """The synthetic images beside their flips, with per-class left/right difference maps."""
+        info = self.data.info
+        figure = flip_figure(
+            self.synthetic.images,
+            self.synthetic.ipc,
+            info.num_classes,
+            info.mean,
+            info.std,
+            info.class_names,
+            title=f"{run_name(self.cfg)} @ {iteration}",
+        )
+        self.logger.log_images(name, figure, iteration, caption="images and their flips")
+
     def distil(self) -> float | None:
         """Run the method's iterations; returns the last logged loss."""
         log_every = max(1, int(self.cfg.get("log_every", 10)))
         ckpt_every = int(self.cfg["checkpoint"]["every"])
         image_every = int(self.cfg["images"]["every"])
         eval_at = {int(i) for i in self.cfg["eval"].get("at") or []}
+        unequal = self.cfg["unequalness"]
+        unequal_every = int(unequal["every"]) if unequal["enabled"] else 0
         last_loss = None
         bar = progress_bar(
             range(self.start_iteration, self.iterations),
@@ -226,6 +266,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
             if done in eval_at and done != self.iterations:
                 self.evaluate(done, desc=f"evaluate @{done}")
+            if unequal_every and done % unequal_every == 0 and done != self.iterations:
+                self.measure_unequalness(done)
             if image_every and done % image_every == 0:
                 self.log_grid(done, f"grid_{done:06d}")
             if ckpt_every and done % ckpt_every == 0 and done != self.iterations:
@@ -245,10 +287,17 @@ class Trainer:
             self.run_dir / "synthetic_set.pt", config=self.cfg, lr=self.method.eval_lr
         )
         self.log_grid(self.iterations, "grid_final")
+        if self.cfg["images"].get("flips", True):
+            self.log_flips(self.iterations, "flips_final")
+        unequal = (
+            self.measure_unequalness(self.iterations) if self.cfg["unequalness"]["enabled"] else {}
+        )
         evaluated = self.eval_settings.num_models > 0
         final = self.evaluate(self.iterations, desc="evaluate") if evaluated else {}
         finished = time.perf_counter()
-        results = self.results(final, final_loss, distilled - started, finished - distilled)
+        results = self.results(
+            final, unequal, final_loss, distilled - started, finished - distilled
+        )
         save_json(results, self.run_dir / "results.json")
         self.logger.log_table(
             "results",
@@ -274,7 +323,12 @@ class Trainer:
         return results
 
     def results(
-        self, final: dict[str, Any], final_loss: float | None, distil_s: float, eval_s: float
+        self,
+        final: dict[str, Any],
+        unequal: dict[str, float],
+        final_loss: float | None,
+        distil_s: float,
+        eval_s: float,
     ) -> dict[str, Any]:
         headline = None
         if final:
@@ -290,6 +344,7 @@ class Trainer:
             "iterations": self.iterations,
             "headline": headline,
             "accuracy": final,
+            "unequalness": unequal,
             "evaluations": self.evaluations,
             "final_loss": final_loss,
             "eval_lr": self.method.eval_lr,

@@ -1,5 +1,17 @@
 """The standard evaluation protocol: one function for every method and for saved sets."""
 
-from distillkit.evaluation.protocol import EvalSettings, evaluate_set, train_and_test
+from distillkit.evaluation.protocol import (
+    EvalSettings,
+    evaluate_set,
+    test_accuracy,
+    train_and_test,
+    train_network,
+)
 
-__all__ = ["EvalSettings", "evaluate_set", "train_and_test"]
+__all__ = [
+    "EvalSettings",
+    "evaluate_set",
+    "test_accuracy",
+    "train_and_test",
+    "train_network",
+]

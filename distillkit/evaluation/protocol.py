@@ -54,18 +54,16 @@ def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: in
     return 100.0 * correct.item() / images.shape[0]
 
 
-def train_and_test(
+def train_network(
     factory: NetworkFactory,
     images: Tensor,
     labels: Tensor,
-    test_images: Tensor,
-    test_labels: Tensor,
     settings: EvalSettings,
     augment: DSA | None,
     generator: torch.Generator,
     lr: float | None = None,
-) -> float:
-    """One fresh network trained on (images, labels) for `settings.epochs`; final test accuracy."""
+) -> nn.Module:
+    """A fresh network trained on (images, labels) with the protocol's optimiser and schedule."""
     net = factory(generator)
     base_lr = settings.lr if lr is None else float(lr)
     optimiser = torch.optim.SGD(
@@ -91,6 +89,22 @@ def train_and_test(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+    return net
+
+
+def train_and_test(
+    factory: NetworkFactory,
+    images: Tensor,
+    labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    settings: EvalSettings,
+    augment: DSA | None,
+    generator: torch.Generator,
+    lr: float | None = None,
+) -> float:
+    """One fresh network trained on (images, labels) for `settings.epochs`; final test accuracy."""
+    net = train_network(factory, images, labels, settings, augment, generator, lr)
     return test_accuracy(net, test_images, test_labels, settings.test_batch_size)
 
 

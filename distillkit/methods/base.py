@@ -59,6 +59,22 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
+    @property
+    def synthetic_batch_multiplier(self) -> int:
+        """How many rows reach the network per stored row sampled (FYI doubles)."""
+        multiplier = 1
+        for regularizer in self.ctx.regularizers:
+            if regularizer.has_transform:
+                multiplier *= regularizer.batch_multiplier
+        return multiplier
+
+    def real_view(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A real batch as it should reach a network: add-ons' real transforms applied."""
+        for regularizer in self.ctx.regularizers:
+            if regularizer.has_real_transform:
+                x, y = regularizer.transform_real(x, y)
+        return x, y
+
     def siamese_augment(
         self, real: Tensor, real_groups: Tensor, syn: Tensor, syn_groups: Tensor, n_groups: int
     ) -> tuple[Tensor, Tensor]:

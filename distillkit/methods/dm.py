@@ -29,7 +29,9 @@ class DistributionMatching(Method):
     def matching_loss(self, net: torch.nn.Module) -> Tensor:
         """sum_c || mean embed(A(R_c)) - mean embed(A(S_c)) ||^2 for one network and DSA draw."""
         k = self.synthetic.num_classes
-        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
+        real, real_labels = self.real_view(
+            *self.data.sample_per_class(self.batch_real, self.generator)
+        )
         syn, syn_labels = self.synthetic.batch()
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
         with torch.no_grad():

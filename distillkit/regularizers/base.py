@@ -32,6 +32,18 @@ class Regularizer:
         return x, y
 
     has_transform: ClassVar[bool] = False
+    #: Rows out per row in of `transform` (FYI: 2). Methods that sample a fixed number of
+    #: synthetic rows per step (MTT) sample batch / multiplier so the compute stays the same.
+    batch_multiplier: ClassVar[int] = 1
+
+    @property
+    def has_real_transform(self) -> bool:
+        """Whether real batches reaching a network are transformed too (off unless asked)."""
+        return False
+
+    def transform_real(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Map a real batch before it reaches a network (identity by default)."""
+        return x, y
 
 
 def available_regularizers() -> list[str]:

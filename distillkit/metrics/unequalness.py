@@ -1,0 +1,98 @@
+"""The unequalness score of FYI: how far a set is from its own horizontal flip.
+
+U(X) = D(X, flip(X)) per class, with D the base method's matching distance (DM: mean-embedding
+distance; DC: per-output-unit gradient cosine distance; DSA: DC after one shared Siamese DSA
+draw), under randomly initialised networks, averaged over classes and networks. A left-right
+symmetric set and a flip-closed set both score exactly 0; large real sets score near 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import hflip
+from torch import Tensor, nn
+
+from distillkit.augment import DSA
+from distillkit.methods.base import class_means
+from distillkit.networks import NetworkFactory
+
+DISTANCES = ("dm", "dc", "dsa")
+
+
+def _dm_distance(net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int) -> Tensor:
+    """Per-class || mean embed(X_c) - mean embed(flip X_c) ||^2, shape (K,)."""
+    with torch.no_grad():
+        both = net.embed(torch.cat([x, x_flip]))
+    means = class_means(both[: len(x)], y, k) - class_means(both[len(x) :], y, k)
+    return means.pow(2).sum(1)
+
+
+def _class_gradients(net: nn.Module, x: Tensor, c: int) -> list[Tensor]:
+    params = [p for p in net.parameters() if p.requires_grad]
+    target = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+    loss = F.cross_entropy(net(x), target)
+    return list(torch.autograd.grad(loss, params))
+
+
+def _dc_distance(net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int) -> Tensor:
+    """Per-class gradient-matching distance between X_c and flip(X_c), shape (K,)."""
+    from distillkit.methods.gradient_matching import gradient_distance
+
+    out = torch.zeros(k, device=x.device)
+    for c in range(k):
+        rows = y == c
+        if rows.any():
+            g = _class_gradients(net, x[rows], c)
+            g_flip = _class_gradients(net, x_flip[rows], c)
+            out[c] = gradient_distance(g, g_flip).detach()
+    return out
+
+
+def unequalness(
+    images: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    networks: NetworkFactory,
+    generator: torch.Generator,
+    distances: Sequence[str] = DISTANCES,
+    num_nets: int = 3,
+    augment: DSA | None = None,
+) -> dict[str, float]:
+    """U(X) for each distance, averaged over classes present and `num_nets` fresh networks.
+
+    `augment` is the DSA used for the `dsa` distance (one Siamese draw per class and network,
+    applied identically to X_c and flip(X_c)); required when `dsa` is asked for.
+    """
+    unknown = set(distances) - set(DISTANCES)
+    if unknown:
+        raise ValueError(f"unknown unequalness distance(s) {sorted(unknown)}; use {DISTANCES}")
+    if "dsa" in distances and (augment is None or not augment.enabled):
+        raise ValueError("the 'dsa' unequalness distance needs an enabled DSA augmentation")
+    images, labels = images.detach(), labels.detach()
+    flipped = hflip(images)
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    totals = {d: torch.zeros((), device=images.device) for d in distances}
+    for _ in range(num_nets):
+        net = networks(generator)
+        net.train()
+        for name in distances:
+            if name == "dm":
+                per_class = _dm_distance(net, images, flipped, labels, num_classes)
+            elif name == "dc":
+                per_class = _dc_distance(net, images, flipped, labels, num_classes)
+            else:
+                params = augment.sample(
+                    num_classes, generator, tuple(images.shape[-2:]), images.device
+                )
+                per_class = _dc_distance(
+                    net,
+                    augment.apply(images, params, labels),
+                    augment.apply(flipped, params, labels),
+                    labels,
+                    num_classes,
+                )
+            totals[name] += per_class[present].mean()
+    return {name: float(total) / num_nets for name, total in totals.items()}

@@ -1,0 +1,35 @@
+"""FYI, "Flip Your Images": match every synthetic batch together with its horizontal flip.
+
+Real data shows bilateral equivalence (a part seen on the left of some images of a class is seen
+on the right of others), which pushes synthetic images toward left-right symmetry. Feeding
+[X ; flip(X)] with labels [y ; y] wherever the base method feeds X lets each stored image keep
+one orientation. Installed once on `SyntheticSet.batch`, it holds for every method; no second
+tensor is stored, and the gradient reaching a stored image is G1 + flip(G2).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from kornia.geometry.transform import hflip
+from torch import Tensor
+
+from distillkit.regularizers.base import Regularizer
+
+
+class FlipYourImages(Regularizer):
+    name: ClassVar[str] = "fyi"
+    has_transform: ClassVar[bool] = True
+    batch_multiplier: ClassVar[int] = 2
+
+    def transform(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.cat([x, hflip(x)]), torch.cat([y, y])
+
+    @property
+    def has_real_transform(self) -> bool:
+        """`fyi.flip_real=true`: real batches are doubled the same way (an explored variant)."""
+        return bool(self.cfg.get("flip_real", False))
+
+    def transform_real(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.transform(x, y)
