@@ -33,6 +33,9 @@ def _distill_job(cfg: DictConfig) -> float | None:
         _report(exc)
         raise SystemExit(2) from None
     headline = results["headline"]
+    if headline is None:
+        print(f"{results['method']} {results['dataset']} ipc={results['ipc']}: not evaluated")
+        return None
     print(
         f"{results['method']} {results['dataset']} ipc={results['ipc']}: "
         f"{headline['model']} {headline['mean']:.2f} ± {headline['std']:.2f}% "
@@ -90,6 +93,8 @@ def _evaluate_saved(args: argparse.Namespace) -> dict:
     if not cfg:
         raise ValueError(f"{args.path}: the file carries no run configuration to evaluate with")
     dataset_cfg = dict(cfg["dataset"])
+    if saved.get("zca") is not None:
+        dataset_cfg["zca_state"] = saved["zca"]
     if args.data_root:
         dataset_cfg["root"] = args.data_root
     data = load_data(dataset_cfg, device)

@@ -27,24 +27,30 @@ def random_set(n_per_class=3, k=4):
     return images, torch.arange(k).repeat_interleave(n_per_class)
 
 
+#: D(g, g) of the gradient distance is not exactly 0: the published cosine keeps 1e-6 in its
+#: denominator, leaving sum_rows 1e-6 / (|g_row|^2 + 1e-6) (about 1e-4 here, against about 8 for
+#: an asymmetric set). The DM distance has no such floor.
+FLOOR = {"dm": 1e-6, "dc": 1e-3, "dsa": 1e-3}
+
+
 def test_left_right_symmetric_images_score_zero():
     images, labels = random_set()
     symmetric = images + images.flip(-1)
     for name, value in score(symmetric, labels).items():
-        assert value == pytest.approx(0.0, abs=1e-6), name
+        assert value == pytest.approx(0.0, abs=FLOOR[name]), name
 
 
 def test_flip_closed_set_scores_zero():
     images, labels = random_set()
     closed = torch.cat([images, images.flip(-1)])
     for name, value in score(closed, torch.cat([labels, labels])).items():
-        assert value == pytest.approx(0.0, abs=1e-4), name
+        assert value == pytest.approx(0.0, abs=FLOOR[name]), name
 
 
 def test_asymmetric_images_score_above_zero():
     images, labels = random_set()
     for name, value in score(images, labels).items():
-        assert value > 1e-3, name
+        assert value > 1000 * FLOOR[name], name
 
 
 def test_dsa_distance_needs_an_augmentation():

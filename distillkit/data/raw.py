@@ -6,12 +6,13 @@ and the move to the target device happen before the 4x larger float32 copy is ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from distillkit.data.real import DatasetInfo, RealData
+from distillkit.data.zca import ZCAState, fit_zca
 
 
 def first_n_per_class(labels: Tensor, n: int | None) -> Tensor | None:
@@ -46,14 +47,37 @@ class RawSplits:
         test_x, test_y = _select(self.test_images, self.test_labels, test_limit)
         return RawSplits(self.info, train_x, train_y, test_x, test_y)
 
-    def to_real(self, device: str | torch.device) -> RealData:
-        """Move to `device`, convert to float32 and normalise with the info's mean/std."""
+    def to_real(
+        self, device: str | torch.device, zca: bool = False, zca_state: ZCAState | None = None
+    ) -> RealData:
+        """Move to `device`, convert to float32 and normalise with the info's mean/std.
+
+        With `zca` (or a given `zca_state`) the [0, 1] pixels are ZCA-whitened instead: fitted on
+        this training split unless a saved state is given, and no mean/std normalisation.
+        """
+        if zca or zca_state is not None:
+            return self._whitened(device, zca_state)
         return RealData(
             self.info,
             _normalise(self.train_images, self.info, device),
             self.train_labels.to(device, torch.int64),
             _normalise(self.test_images, self.info, device),
             self.test_labels.to(device, torch.int64),
+        )
+
+    def _whitened(self, device: str | torch.device, state: ZCAState | None) -> RealData:
+        train = _pixels(self.train_images, device)
+        state = fit_zca(train) if state is None else state
+        state = state.to(train.device)
+        channels = self.info.channels
+        info = replace(self.info, mean=(0.0,) * channels, std=(1.0,) * channels, zca=True)
+        return RealData(
+            info,
+            state.apply(train).contiguous(),
+            self.train_labels.to(device, torch.int64),
+            state.apply(_pixels(self.test_images, device)).contiguous(),
+            self.test_labels.to(device, torch.int64),
+            zca=state,
         )
 
 
@@ -64,12 +88,16 @@ def _select(images: Tensor, labels: Tensor, n: int | None) -> tuple[Tensor, Tens
     return images[keep], labels[keep]
 
 
-def _normalise(images: Tensor, info: DatasetInfo, device: str | torch.device) -> Tensor:
+def _pixels(images: Tensor, device: str | torch.device) -> Tensor:
+    """float32 pixels in [0, 1] on `device` (always a fresh tensor, safe to modify in place)."""
     x = images.to(device)
     if x.dtype == torch.uint8:
-        x = x.to(torch.float32).div_(255.0)
-    else:
-        x = x.to(torch.float32, copy=True)
+        return x.to(torch.float32).div_(255.0)
+    return x.to(torch.float32, copy=True)
+
+
+def _normalise(images: Tensor, info: DatasetInfo, device: str | torch.device) -> Tensor:
+    x = _pixels(images, device)
     mean = torch.tensor(info.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
     std = torch.tensor(info.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
     return x.sub_(mean).div_(std).contiguous()

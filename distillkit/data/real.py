@@ -8,9 +8,13 @@ CPU generator (reproducible on any device).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from distillkit.data.zca import ZCAState
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,16 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: ZCA-whitened pixels (then mean/std are the identity 0/1: no normalisation on top).
+    zca: bool = False
 
 
 class RealData:
     """Normalised train/test tensors of one dataset, with per-class lookup and sampling.
 
-    Images are float32 (N, C, H, W) normalised with `info.mean`/`info.std`; labels are int64.
-    The training set need not be sorted by class: a stable class ordering is precomputed.
+    Images are float32 (N, C, H, W) normalised with `info.mean`/`info.std`, or ZCA-whitened with
+    `zca` (then `info.zca` is true); labels are int64. The training set need not be sorted by
+    class: a stable class ordering is precomputed.
     """
 
     def __init__(
@@ -40,7 +47,12 @@ class RealData:
         train_labels: Tensor,
         test_images: Tensor,
         test_labels: Tensor,
+        zca: ZCAState | None = None,
     ) -> None:
+        if info.zca != (zca is not None):
+            raise ValueError(
+                f"{info.name}: info.zca={info.zca} but a ZCA state is {zca is not None}"
+            )
         _check_split("train", info, train_images, train_labels)
         _check_split("test", info, test_images, test_labels)
         self.info = info
@@ -48,12 +60,20 @@ class RealData:
         self.train_labels = train_labels
         self.test_images = test_images
         self.test_labels = test_labels
+        #: The fitted ZCA whitening (None unless the dataset was loaded with zca=True).
+        self.zca = zca
         labels_cpu = train_labels.detach().to("cpu", torch.int64)
         # Training indices grouped by class (stable), with each class's start and size.
         self._order_cpu = torch.sort(labels_cpu, stable=True).indices
         self._counts = torch.bincount(labels_cpu, minlength=info.num_classes)
         self._starts = torch.cumsum(self._counts, 0) - self._counts
         self._order = self._order_cpu.to(train_images.device)
+
+    @property
+    def zca_state(self) -> dict[str, Any] | None:
+        """The ZCA state to save with a synthetic set (`load_dataset(..., zca_state=)` re-applies
+        it); None when the dataset is not whitened."""
+        return None if self.zca is None else self.zca.state_dict()
 
     @property
     def device(self) -> torch.device:
@@ -113,7 +133,10 @@ class RealData:
         return self.train_images[idx.to(self.device)]
 
     def denormalise(self, x: Tensor) -> Tensor:
-        """Undo the mean/std normalisation (pixel space, roughly [0, 1]; not clamped)."""
+        """Undo the mean/std normalisation or the ZCA whitening (pixel space, roughly [0, 1];
+        not clamped)."""
+        if self.zca is not None:
+            return self.zca.invert(x)
         shape = (-1, 1, 1)
         mean = torch.tensor(self.info.mean, dtype=x.dtype, device=x.device).view(shape)
         std = torch.tensor(self.info.std, dtype=x.dtype, device=x.device).view(shape)
@@ -127,6 +150,7 @@ class RealData:
             self.train_labels.to(device),
             self.test_images.to(device),
             self.test_labels.to(device),
+            None if self.zca is None else self.zca.to(device),
         )
 
     def __repr__(self) -> str:

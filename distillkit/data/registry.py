@@ -8,7 +8,7 @@ accepts, runs the family loader and normalises the result onto the requested dev
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,9 +24,12 @@ from distillkit.data.real import RealData
 from distillkit.data.sklearn_digits import load_digits
 from distillkit.data.torchvision_sets import SPECS as TORCHVISION_SPECS
 from distillkit.data.torchvision_sets import load_torchvision
+from distillkit.data.zca import ZCAState
 
 DEFAULT_ROOT = "./data"
 LIMIT_OPTIONS = frozenset({"train_limit", "test_limit"})
+#: Options every dataset accepts, handled here rather than by the family loader.
+COMMON_OPTIONS = frozenset({"zca"})
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,15 @@ def load_dataset(
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
     device: str | torch.device = "cpu",
+    zca_state: ZCAState | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> RealData:
     """Load dataset `name` as normalised float32 tensors on `device`.
 
     Options set to None are treated as unset (convenient for configs); any other option the
     dataset does not accept raises TypeError. Missing files raise DatasetNotFoundError.
+    `zca=True` whitens instead of normalising (fitted on the training split); `zca_state` (a
+    `ZCAState` or its saved dict, e.g. from synthetic_set.pt) re-applies a fitted whitening.
     """
     key = name.strip().lower().replace("-", "_")
     spec = REGISTRY.get(key)
@@ -79,10 +85,14 @@ def load_dataset(
             f"Unknown dataset {name!r}; available datasets: {', '.join(available_datasets())}"
         )
     options = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(options) - spec.options)
+    accepted = spec.options | COMMON_OPTIONS
+    unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(
-            f"Dataset {key!r} does not accept option(s) {unknown}; accepted: {sorted(spec.options)}"
+            f"Dataset {key!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}"
         )
+    zca = bool(options.pop("zca", False))
+    if isinstance(zca_state, Mapping):
+        zca_state = ZCAState.from_state_dict(zca_state)
     raw = spec.loader(resolve_root(root), bool(download), **options)
-    return raw.to_real(device)
+    return raw.to_real(device, zca=zca, zca_state=zca_state)

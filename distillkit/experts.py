@@ -1,0 +1,335 @@
+"""Expert trajectories for trajectory matching (MTT): training them and the sharded buffer format.
+
+An expert is a network trained on the real training set (SGD, no momentum or weight decay,
+per-sample DSA); its flattened parameters are stored at init and after every epoch. A buffer is a
+directory of shard files `experts_00000.pt`, ... each holding a few experts as one tensor
+(experts, epochs + 1, num_params) and the metadata of the setting they were trained in (dataset,
+image size, normalisation, ZCA, model and parameter layout). Opening a buffer checks every shard
+against the run's setting, so trajectories from another dataset, model or whitening are refused
+with an error that names the file instead of silently producing a bad distillation.
+Shards are opened memory-mapped: sampling an expert reads only the two epochs it needs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distillkit.augment import DSA
+from distillkit.io import save_torch
+from distillkit.networks import NetworkFactory
+
+FORMAT = "distillkit.experts/1"
+SHARD_PATTERN = "experts_*.pt"
+_SHARD_NAME = re.compile(r"^experts_(\d{5})\.pt$")
+#: Metadata that must match between a buffer and the run that uses it.
+CHECKED_KEYS = (
+    "dataset",
+    "channels",
+    "image_size",
+    "num_classes",
+    "zca",
+    "normalisation",
+    "architecture",
+    "param_layout",
+)
+
+
+class ExpertBufferError(ValueError):
+    """A buffer that cannot serve this run (missing, unreadable, foreign or mismatched)."""
+
+
+# -- flat parameters ----------------------------------------------------------------------------
+def flatten_parameters(net: nn.Module) -> Tensor:
+    """All parameters as one detached vector, in `net.parameters()` order."""
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+
+def parameter_layout(net: nn.Module) -> list[list[Any]]:
+    """[[name, shape], ...] in flattening order: two nets are compatible when these are equal."""
+    return [[name, list(p.shape)] for name, p in net.named_parameters()]
+
+
+def buffer_meta(info: Any, factory: NetworkFactory, net: nn.Module | None = None) -> dict:
+    """The setting a buffer belongs to, from the dataset info and the network factory."""
+    if net is None:
+        net = factory(torch.Generator().manual_seed(0))
+    options = {k: v for k, v in dict(factory.options).items() if v is not None}
+    layout = parameter_layout(net)
+    return {
+        "dataset": str(info.name),
+        "channels": int(info.channels),
+        "image_size": [int(s) for s in info.image_size],
+        "num_classes": int(info.num_classes),
+        "zca": bool(getattr(info, "zca", False)),
+        "normalisation": {
+            "mean": [float(m) for m in info.mean],
+            "std": [float(s) for s in info.std],
+        },
+        # Shown in messages; `architecture` (the module tree) is what is compared, so an alias
+        # (ConvNetW32) and its explicit options (ConvNet width=32) are the same network.
+        "model": {"name": str(factory.name), **options},
+        "architecture": repr(net),
+        "param_layout": layout,
+        "num_params": int(sum(math.prod(shape) for _, shape in layout)),
+    }
+
+
+def _same(key: str, saved: Any, expected: Any) -> bool:
+    if key == "normalisation":
+        try:
+            if any(len(saved[k]) != len(expected[k]) for k in ("mean", "std")):
+                return False
+            pairs = [p for k in ("mean", "std") for p in zip(saved[k], expected[k], strict=True)]
+        except (KeyError, TypeError):
+            return False
+        return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in pairs)
+    return saved == expected
+
+
+def check_meta(path: Path, saved: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    """Refuse a shard made for another setting; the message names the file and the difference."""
+    for key in CHECKED_KEYS:
+        have, want = saved.get(key), expected[key]
+        if not _same(key, have, want):
+            if key in ("architecture", "param_layout"):
+                key, have, want = "model", saved.get("model"), expected["model"]
+            raise ExpertBufferError(
+                f"{path}: this expert buffer was trained for {key}={have!r}, but the run uses "
+                f"{key}={want!r}; train experts for this setting (distillkit-experts with the "
+                "same dataset/model options) or point method.buffer at a matching buffer"
+            )
+
+
+# -- training -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExpertSettings:
+    """The published expert recipe: SGD lr 0.01, no momentum or weight decay, batch 256."""
+
+    epochs: int = 50
+    lr: float = 0.01
+    batch_size: int = 256
+
+
+def train_expert(
+    factory: NetworkFactory,
+    images: Tensor,
+    labels: Tensor,
+    settings: ExpertSettings,
+    augment: DSA | None,
+    generator: torch.Generator,
+) -> tuple[Tensor, nn.Module]:
+    """One expert: its trajectory (epochs + 1, num_params) on the CPU (init, then every epoch)
+    and the trained network."""
+    net = factory(generator)
+    optimiser = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=0.0, weight_decay=0.0)
+    trajectory = [flatten_parameters(net).cpu()]
+    n = images.shape[0]
+    net.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(n, generator=generator).to(images.device)
+        for start in range(0, n, settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            x = images[rows]
+            if augment is not None and augment.enabled:
+                x = augment(x, generator)
+            loss = F.cross_entropy(net(x), labels[rows])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        trajectory.append(flatten_parameters(net).cpu())
+    return torch.stack(trajectory), net
+
+
+def shard_path(directory: Path, index: int) -> Path:
+    return Path(directory) / f"experts_{index:05d}.pt"
+
+
+def write_shard(
+    directory: str | Path,
+    index: int,
+    trajectories: Tensor,
+    meta: Mapping[str, Any],
+    expert_ids: list[int],
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """One shard file, written atomically: (experts, epochs + 1, num_params) float32 plus meta."""
+    if trajectories.dim() != 3 or trajectories.shape[2] != meta["num_params"]:
+        raise ValueError(
+            f"trajectories must be (experts, epochs + 1, {meta['num_params']}), "
+            f"got {tuple(trajectories.shape)}"
+        )
+    state = {
+        "format": FORMAT,
+        "meta": dict(meta),
+        "training": dict(training or {}),
+        "expert_ids": [int(i) for i in expert_ids],
+        "trajectories": trajectories.detach().to("cpu", torch.float32).contiguous(),
+    }
+    return save_torch(state, shard_path(Path(directory), index))
+
+
+def train_experts(
+    directory: str | Path,
+    data: Any,
+    factory: NetworkFactory,
+    augment: DSA | None,
+    num_experts: int,
+    settings: ExpertSettings,
+    experts_per_shard: int,
+    generator_for: Callable[[int], torch.Generator],
+    on_expert: Callable[[int, nn.Module, Tensor], None] | None = None,
+) -> list[Path]:
+    """Train experts 0..num_experts-1 into `directory`, `experts_per_shard` per shard file.
+
+    Resumable: experts already in the directory's shards (of this setting and recipe) are kept
+    and new shards take the next free numbers. Expert i draws everything from
+    `generator_for(i)`, so a buffer grown in several runs holds the same experts as one made at
+    once. Returns the shard files written.
+    """
+    directory = Path(directory)
+    meta = buffer_meta(data.info, factory)
+    training = {
+        "epochs": settings.epochs,
+        "lr": settings.lr,
+        "batch_size": settings.batch_size,
+        "dsa": augment.strategy if augment is not None and augment.enabled else None,
+    }
+    done = _existing_experts(directory, meta, settings.epochs)
+    todo = [i for i in range(num_experts) if i not in done]
+    index = 1 + max((_shard_number(p) for p in directory.glob(SHARD_PATTERN)), default=-1)
+    written = []
+    for chunk_start in range(0, len(todo), experts_per_shard):
+        ids = todo[chunk_start : chunk_start + experts_per_shard]
+        trajectories = []
+        for i in ids:
+            traj, net = train_expert(
+                factory, data.train_images, data.train_labels, settings, augment, generator_for(i)
+            )
+            trajectories.append(traj)
+            if on_expert is not None:
+                on_expert(i, net, traj)
+        written.append(
+            write_shard(directory, index, torch.stack(trajectories), meta, ids, training)
+        )
+        index += 1
+    return written
+
+
+def _shard_number(path: Path) -> int:
+    match = _SHARD_NAME.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def _existing_experts(directory: Path, meta: Mapping[str, Any], epochs: int) -> set[int]:
+    if not directory.is_dir() or not any(directory.glob(SHARD_PATTERN)):
+        return set()
+    buffer = ExpertBuffer.open(directory, meta)
+    if buffer.epochs != epochs:
+        raise ExpertBufferError(
+            f"{directory}: holds experts of {buffer.epochs} epochs, asked for {epochs}; "
+            "use another buffer directory"
+        )
+    return set(buffer.expert_ids)
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _load_shard(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # truncated, foreign or corrupt: one clear message
+        raise ExpertBufferError(
+            f"{path}: not a readable expert shard (truncated or foreign file?): {exc}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ExpertBufferError(
+            f"{path}: not a distillkit expert shard (missing format {FORMAT!r})"
+        )
+    trajectories = state.get("trajectories")
+    meta = state.get("meta") or {}
+    if (
+        not isinstance(trajectories, Tensor)
+        or trajectories.dim() != 3
+        or trajectories.shape[0] != len(state.get("expert_ids", ()))
+        or trajectories.shape[2] != meta.get("num_params")
+    ):
+        raise ExpertBufferError(f"{path}: expert shard is malformed (shape or ids do not agree)")
+    return state
+
+
+class ExpertBuffer:
+    """The experts of one buffer directory, validated and memory-mapped."""
+
+    def __init__(self, directory: Path, shards: list[tuple[Path, dict[str, Any]]]) -> None:
+        self.directory = directory
+        self.paths = [path for path, _ in shards]
+        self._trajectories = [state["trajectories"] for _, state in shards]
+        self.expert_ids = [i for _, state in shards for i in state["expert_ids"]]
+        self._index = [(s, row) for s, t in enumerate(self._trajectories) for row in range(len(t))]
+        self.meta = shards[0][1]["meta"]
+        self.training = shards[0][1].get("training", {})
+
+    @classmethod
+    def open(cls, directory: str | Path, expected: Mapping[str, Any]) -> ExpertBuffer:
+        """Every shard under `directory`, each checked against the run's setting `expected`."""
+        directory = Path(directory)
+        paths = sorted(p for p in directory.glob(SHARD_PATTERN) if _SHARD_NAME.match(p.name))
+        if not paths:
+            raise ExpertBufferError(
+                f"{directory}: no expert shards ({SHARD_PATTERN}) found; train them first with "
+                "distillkit-experts (same dataset and model options) or set method.buffer"
+            )
+        shards = []
+        epochs = None
+        for path in paths:
+            state = _load_shard(path)
+            check_meta(path, state["meta"], expected)
+            length = int(state["trajectories"].shape[1])
+            if epochs is not None and length != epochs:
+                raise ExpertBufferError(
+                    f"{path}: holds trajectories of {length - 1} epochs, other shards "
+                    f"{epochs - 1}; keep one expert recipe per buffer"
+                )
+            epochs = length
+            shards.append((path, state))
+        return cls(directory, shards)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self._index)
+
+    @property
+    def epochs(self) -> int:
+        """Training epochs per expert (each trajectory holds epochs + 1 parameter vectors)."""
+        return int(self._trajectories[0].shape[1]) - 1
+
+    def trajectory(self, expert: int) -> Tensor:
+        """Expert `expert`'s (epochs + 1, num_params) trajectory (memory-mapped, CPU)."""
+        shard, row = self._index[expert]
+        return self._trajectories[shard][row]
+
+    def sample(
+        self, generator: torch.Generator, max_start_epoch: int, expert_epochs: int
+    ) -> tuple[Tensor, Tensor, int, int]:
+        """A random expert and start epoch t ~ U{0..max_start_epoch-1}: (θ_t, θ_t+M, expert, t).
+
+        Only these two rows are read from disk; they come back as fresh CPU tensors.
+        """
+        if max_start_epoch + expert_epochs > self.epochs + 1 or max_start_epoch < 1:
+            raise ExpertBufferError(
+                f"{self.directory}: experts have {self.epochs} epochs, but max_start_epoch="
+                f"{max_start_epoch} and expert_epochs={expert_epochs} need "
+                f"{max_start_epoch - 1 + expert_epochs}"
+            )
+        expert = int(torch.randint(self.num_experts, (1,), generator=generator))
+        start = int(torch.randint(max_start_epoch, (1,), generator=generator))
+        trajectory = self.trajectory(expert)
+        return trajectory[start].clone(), trajectory[start + expert_epochs].clone(), expert, start
