@@ -6,7 +6,9 @@ DM plus three changes: stored images are 2x2 mosaics decoded into four upsampled
 networks that keep training on real data (`ModelQueue`); and a class-aware cross-entropy term,
 weighted by the matching network's running accuracy in percent, keeps each class's synthetic
 images recognisable to that network. As in the reference code the synthetic images take one
-optimiser step per class, and each class has its own Siamese DSA draw.
+optimiser step per class, each class has its own Siamese DSA draw, the running accuracies are
+reset every `accuracy_reset_interval` iterations (the reference resets them at each evaluation),
+and the queue trains on un-augmented real batches unless `train_dsa` is set.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class IDMSettings:
     train_net_num: int = 2
     model_train_steps: int = 10
     ce_weight: float = 0.5
+    #: Iterations between resets of the running accuracies (0 = never). The reference resets
+    #: them at every evaluation, every 100 iterations in the published commands.
+    accuracy_reset_interval: int = 100
+    #: Per-sample DSA on the queue's real training batches (the reference trains without).
+    train_dsa: bool = False
     lr_net: float = 0.01
     net_momentum: float = 0.9
     net_weight_decay: float = 5e-4
@@ -44,11 +51,18 @@ class IDMSettings:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> IDMSettings:
         """Keys of `cfg` that name a setting (others, such as `iterations`, are ignored)."""
-        values = {f.name: type(f.default)(cfg[f.name]) for f in fields(cls) if f.name in cfg}
+        values = {f.name: _as(f.default, cfg[f.name]) for f in fields(cls) if f.name in cfg}
         settings = cls(**values)
         if settings.net_generate_interval < 1 or settings.initial_nets < 1:
             raise ValueError("idm needs net_generate_interval >= 1 and initial_nets >= 1")
         return settings
+
+
+def _as(default: Any, value: Any) -> Any:
+    """`value` converted to the type of `default` (a YAML `false` stays a bool)."""
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return type(default)(value)
 
 
 class ImprovedDistributionMatching(Method):
@@ -86,12 +100,14 @@ class ImprovedDistributionMatching(Method):
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         s = self.settings
+        if s.accuracy_reset_interval and iteration and iteration % s.accuracy_reset_interval == 0:
+            self.queue.reset_accuracy()
         if iteration % s.net_generate_interval == 0:
             self.queue.push()
         member = self.queue.sample()
         net, accuracy = member.net, member.accuracy
         n = self.batch_real
-        real, _ = self.data.sample_per_class(n, self.generator)
+        real, real_labels = self.data.sample_per_class(n, self.generator)
         match_sum = torch.zeros((), device=self.synthetic.device)
         ce_sum = torch.zeros((), device=self.synthetic.device)
         loss_sum = torch.zeros((), device=self.synthetic.device)
@@ -99,7 +115,9 @@ class ImprovedDistributionMatching(Method):
         net.requires_grad_(False)  # only the synthetic images learn from the matching loss
         try:
             for c in range(self.synthetic.num_classes):
-                match, ce = self.class_losses(net, c, real[c * n : (c + 1) * n])
+                rows = slice(c * n, (c + 1) * n)
+                real_c, _ = self.real_view(real[rows], real_labels[rows])
+                match, ce = self.class_losses(net, c, real_c)
                 loss = match + s.ce_weight * accuracy * ce
                 self.optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -115,7 +133,7 @@ class ImprovedDistributionMatching(Method):
             s.train_net_num,
             s.model_train_steps,
             s.batch_train,
-            self.ctx.augment,
+            self.ctx.augment if s.train_dsa else None,
         )
         self.iterations_done += 1
         return {"loss": loss_sum, "match": match_sum, "ce": ce_sum, "net_acc": accuracy}

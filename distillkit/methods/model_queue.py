@@ -31,7 +31,8 @@ class QueuedNet:
 
     @property
     def accuracy(self) -> Tensor:
-        """Running training accuracy in percent (0-100), 0 before any training (as the paper)."""
+        """Running training accuracy in percent (0-100) since joining or the last reset; 0 before
+        any training (as the reference code)."""
         if self.seen == 0:
             return torch.zeros((), device=self.correct.device)
         return (self.correct * (100.0 / self.seen)).float()
@@ -71,6 +72,12 @@ class ModelQueue:
         """Append a fresh random network; drop the oldest ones beyond `max_size`."""
         self.members.append(self._member(self.networks(self.generator)))
         del self.members[: max(0, len(self.members) - self.max_size)]
+
+    def reset_accuracy(self) -> None:
+        """Start every running accuracy afresh (the reference does so at each evaluation)."""
+        for member in self.members:
+            member.correct.zero_()
+            member.seen = 0
 
     def sample(self) -> QueuedNet:
         """One member drawn uniformly with the run's generator."""
