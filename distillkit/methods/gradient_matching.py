@@ -1,0 +1,314 @@
+"""DC and DSA: gradient matching (Zhao et al., ICLR 2021; Zhao & Bilen, ICML 2021).
+
+Each outer iteration draws a fresh random network and runs `outer_loop` rounds of: match, per
+class, the gradient of the loss on real images with the gradient on synthetic images (one SGD step
+on the images), then, unless it is the last round, train the network for `inner_loop` epochs on
+the detached synthetic set. DSA adds one Siamese augmentation draw per class in the matching step
+and per-sample augmentation in the inner loop.
+
+The distance and the per-class gradients are standalone functions: the unequalness score of FYI
+reuses the distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from distillkit.config import ConfigError
+from distillkit.methods.base import Method, MethodContext
+
+#: Added to the product of the norms in the cosine (the reference's 0.000001).
+EPS = 1e-6
+GRADIENT_MODES = ("vmap", "loop")
+
+
+# -- the distance ---------------------------------------------------------------------------------
+def _unit_distance(g_syn: Tensor, g_real: Tensor) -> Tensor:
+    """1 - cos between matching rows (last axis), summed over rows; leading axes stay."""
+    dot = (g_syn * g_real).sum(-1)
+    norms = g_syn.norm(dim=-1) * g_real.norm(dim=-1)
+    return (1.0 - dot / (norms + EPS)).sum(-1)
+
+
+def gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor]) -> Tensor:
+    """D(g_S, g_R): for every parameter gradient with more than one dimension, one row per output
+    unit, summed (1 - cos) over rows and tensors. 1-D tensors (biases, norm affine parameters)
+    contribute nothing, as in the reference."""
+    if len(g_syn) != len(g_real):
+        raise ValueError(f"{len(g_syn)} synthetic vs {len(g_real)} real gradient tensors")
+    total = g_syn[0].new_zeros(()) if g_syn else torch.zeros(())
+    for gs, gr in zip(g_syn, g_real, strict=True):
+        if gs.shape != gr.shape:
+            raise ValueError(f"gradient shapes differ: {tuple(gs.shape)} vs {tuple(gr.shape)}")
+        if gs.dim() > 1:
+            total = total + _unit_distance(gs.flatten(1), gr.flatten(1))
+    return total
+
+
+def class_gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor]) -> Tensor:
+    """Per-class distances (K,) from gradients stacked on a leading class axis (K, *shape):
+    row c equals `gradient_distance` of class c's tensors."""
+    total = g_syn[0].new_zeros(g_syn[0].shape[0])
+    for gs, gr in zip(g_syn, g_real, strict=True):
+        if gs.dim() > 2:
+            total = total + _unit_distance(gs.flatten(2), gr.flatten(2))
+    return total
+
+
+# -- per-class gradients ---------------------------------------------------------------------------
+def matched_parameters(net: nn.Module) -> dict[str, Tensor]:
+    """The parameters the distance looks at (more than one dimension), by name."""
+    return {n: p for n, p in net.named_parameters() if p.dim() > 1}
+
+
+def has_training_batchnorm(net: nn.Module) -> bool:
+    """True when some BatchNorm layer uses batch statistics (rows of a batch are then coupled)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
+
+
+def _group_by_class(x: Tensor, y: Tensor, num_classes: int) -> Tensor | None:
+    """(K, m, ...) with class c's rows in slot c, or None when classes differ in size."""
+    counts = torch.bincount(y, minlength=num_classes)
+    m = x.shape[0] // num_classes
+    if x.shape[0] != m * num_classes or bool((counts != m).any()):
+        return None
+    order = torch.argsort(y, stable=True)
+    return x[order].reshape(num_classes, m, *x.shape[1:])
+
+
+def _loop_gradients(
+    net: nn.Module, x: Tensor, y: Tensor, num_classes: int, create_graph: bool
+) -> list[Tensor]:
+    """The reference: one forward and one backward per class."""
+    params = list(matched_parameters(net).values())
+    order = torch.argsort(y, stable=True)
+    counts = torch.bincount(y, minlength=num_classes).tolist()  # one host sync
+    per_class: list[list[Tensor]] = []
+    with torch.enable_grad():
+        for c, xc in enumerate(torch.split(x[order], counts)):
+            target = torch.full((xc.shape[0],), c, dtype=torch.long, device=x.device)
+            loss = F.cross_entropy(net(xc), target)
+            grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+            per_class.append([g if create_graph else g.detach() for g in grads])
+    return [torch.stack(gs) for gs in zip(*per_class, strict=True)]
+
+
+def _vmap_gradients(
+    net: nn.Module, grouped: Tensor, create_graph: bool, chunk: int | None
+) -> list[Tensor]:
+    """All classes at once: vmap over classes of the gradient of a functional network.
+
+    The network's own tensors enter detached, so a graph (when kept) reaches the inputs only.
+    """
+    matched = {n: p.detach() for n, p in matched_parameters(net).items()}
+    fixed = {n: p.detach() for n, p in net.named_parameters() if n not in matched}
+    fixed.update(dict(net.named_buffers()))
+
+    def class_loss(weights: dict[str, Tensor], xc: Tensor, c: Tensor) -> Tensor:
+        logits = functional_call(net, {**weights, **fixed}, (xc,))
+        return F.cross_entropy(logits, c.expand(xc.shape[0]))
+
+    per_class = vmap(grad(class_loss), in_dims=(None, 0, 0))
+    k = grouped.shape[0]
+    classes = torch.arange(k, device=grouped.device)
+    step = k if not chunk else int(chunk)
+    parts = []
+    with torch.set_grad_enabled(create_graph):
+        for start in range(0, k, step):
+            parts.append(
+                per_class(matched, grouped[start : start + step], classes[start : start + step])
+            )
+    return [torch.cat([p[name] for p in parts]) for name in matched]
+
+
+def class_gradients(
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    *,
+    create_graph: bool = False,
+    mode: str = "vmap",
+    chunk: int | None = None,
+) -> list[Tensor]:
+    """Per-class gradients of CE(net(x_c), c) for the matched parameters, each (K, *shape).
+
+    Rows may come in any order; every class needs at least one row. `create_graph` keeps the
+    graph to `x` (the synthetic side). Mode "vmap" computes all classes in one vectorised pass
+    (in chunks of `chunk` classes) where the maths allows: rows must not interact (no BatchNorm
+    in training mode) and classes must have equal row counts; otherwise, or with mode "loop",
+    one backward pass per class.
+    """
+    if mode not in GRADIENT_MODES:
+        raise ValueError(f"gradient mode must be one of {GRADIENT_MODES}, got {mode!r}")
+    if mode == "vmap" and not has_training_batchnorm(net):
+        grouped = _group_by_class(x, y, num_classes)
+        if grouped is not None:
+            return _vmap_gradients(net, grouped, create_graph, chunk)
+    return _loop_gradients(net, x, y, num_classes, create_graph)
+
+
+# -- BatchNorm -------------------------------------------------------------------------------------
+def batchnorm_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def freeze_batchnorm(net: nn.Module, images: Tensor) -> None:
+    """Set every BatchNorm layer's running statistics to those of `images` (one forward in train
+    mode, cumulative average), then put the layers in eval mode so later forwards use them.
+
+    Matching then normalises real and synthetic batches alike, and classes do not interact.
+    (The reference takes one momentum-0.1 update instead of an exact estimate.)
+    """
+    layers = batchnorm_layers(net)
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    net(images)
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+        m.eval()
+
+
+# -- configuration ---------------------------------------------------------------------------------
+def resolve_loops(cfg: Mapping[str, Any], ipc: int) -> tuple[int, int]:
+    """(outer_loop, inner_loop): explicit values win, else the published mapping by IPC."""
+    outer, inner = cfg.get("outer_loop"), cfg.get("inner_loop")
+    if outer is None or inner is None:
+        loops = {int(k): v for k, v in dict(cfg.get("loops") or {}).items()}
+        if ipc not in loops:
+            raise ConfigError(
+                f"method {cfg.get('name')!r} has no published outer/inner loops for ipc={ipc} "
+                f"(known: {sorted(loops)}); set method.outer_loop and method.inner_loop"
+            )
+        default_outer, default_inner = (int(v) for v in loops[ipc])
+        outer = default_outer if outer is None else outer
+        inner = default_inner if inner is None else inner
+    outer, inner = int(outer), int(inner)
+    if outer < 1 or inner < 0:
+        raise ConfigError(f"need outer_loop >= 1 and inner_loop >= 0, got {outer}, {inner}")
+    return outer, inner
+
+
+# -- the methods -----------------------------------------------------------------------------------
+class DatasetCondensation(Method):
+    """DC. Uses the context's augmentation in matching (Siamese) and inner loop (per sample)
+    when one is given (`method.dsa: true`); `dc.yaml` gives none."""
+
+    name = "dc"
+    #: DSA needs an augmentation; DC works with or without one.
+    requires_augment: ClassVar[bool] = False
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        augment = ctx.augment
+        if self.requires_augment and (augment is None or not augment.enabled):
+            raise ConfigError(
+                f"method {self.name!r} needs DSA: set method.dsa=true and a dsa.strategy"
+            )
+        self.augment = augment if augment is not None and augment.enabled else None
+        cfg = self.cfg
+        self.optimiser = torch.optim.SGD(
+            self.synthetic.parameters(), lr=float(cfg["lr_img"]), momentum=float(cfg["momentum"])
+        )
+        self.outer_loop, self.inner_loop = resolve_loops(cfg, self.synthetic.ipc)
+        smallest = int(self.data.class_counts().min())
+        # Classes with fewer images than batch_real use all of them (no duplicated rows).
+        self.batch_real = min(int(cfg["batch_real"]), smallest)
+        self.batch_train = int(cfg["batch_train"])
+        self.lr_net = float(cfg["lr_net"])
+        self.bn_images = min(int(cfg.get("bn_images_per_class", 16)), smallest)
+        self.real_mode = str(cfg.get("real_gradients", "vmap"))
+        self.syn_mode = str(cfg.get("syn_gradients", "vmap"))
+        chunk = cfg.get("class_chunk")
+        self.class_chunk = int(chunk) if chunk else None
+        for key, mode in (("real_gradients", self.real_mode), ("syn_gradients", self.syn_mode)):
+            if mode not in GRADIENT_MODES:
+                raise ConfigError(f"method.{key} must be one of {GRADIENT_MODES}, got {mode!r}")
+
+    # -- one round of matching -----------------------------------------------------------------
+    def matching_loss(self, net: nn.Module) -> Tensor:
+        """L = sum_c D(g_S,c, g_R,c) for one network, real batch and Siamese draw."""
+        k = self.synthetic.num_classes
+        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
+        syn, syn_labels = self.synthetic.batch()
+        real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
+        with torch.no_grad():
+            g_real = class_gradients(
+                net, real, real_labels, k, mode=self.real_mode, chunk=self.class_chunk
+            )
+        g_syn = class_gradients(
+            net,
+            syn,
+            syn_labels,
+            k,
+            create_graph=True,
+            mode=self.syn_mode,
+            chunk=self.class_chunk,
+        )
+        return class_gradient_distance(g_syn, g_real).sum()
+
+    def prepare_network(self, net: nn.Module) -> None:
+        """Before matching: BatchNorm layers get running statistics of real data, then freeze."""
+        if batchnorm_layers(net):
+            images, _ = self.data.sample_per_class(self.bn_images, self.generator)
+            freeze_batchnorm(net, images)
+
+    # -- the inner loop ------------------------------------------------------------------------
+    def train_network(self, net: nn.Module, optimiser: torch.optim.Optimizer) -> None:
+        """`inner_loop` epochs on the detached synthetic set; batches come through
+        `SyntheticSet.batch`, so add-on transforms (FYI) apply here too."""
+        net.train()
+        n = self.synthetic.images.shape[0]
+        device = self.synthetic.device
+        for _ in range(self.inner_loop):
+            order = torch.randperm(n, generator=self.generator).to(device)
+            for start in range(0, n, self.batch_train):
+                with torch.no_grad():
+                    x, y = self.synthetic.batch(order[start : start + self.batch_train])
+                x = x.detach()
+                if self.augment is not None:
+                    x = self.augment(x, self.generator)
+                loss = F.cross_entropy(net(x), y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+
+    def step(self, iteration: int) -> dict[str, Tensor]:
+        net = self.ctx.networks(self.generator)
+        net.train()
+        net_optimiser = torch.optim.SGD(net.parameters(), lr=self.lr_net)
+        losses = []
+        for round_ in range(self.outer_loop):
+            self.prepare_network(net)
+            loss = self.matching_loss(net)
+            self.optimiser.zero_grad(set_to_none=True)
+            loss.backward(inputs=self.synthetic.parameters())
+            self.optimiser.step()
+            losses.append(loss.detach())
+            if round_ < self.outer_loop - 1:
+                self.train_network(net, net_optimiser)
+        # As the reference logs it: the mean distance per class and round.
+        return {"loss": torch.stack(losses).mean() / self.synthetic.num_classes}
+
+    def state_dict(self) -> dict:
+        return {"optimiser": self.optimiser.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimiser.load_state_dict(state["optimiser"])
+
+
+class SiameseGradientMatching(DatasetCondensation):
+    """DSA: DC with one Siamese DSA draw per class in matching, per-sample DSA in the inner loop."""
+
+    name = "dsa"
+    requires_augment = True
