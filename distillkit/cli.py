@@ -5,33 +5,86 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
-from distillkit.config import ConfigError, quote_numeric_group_choices
+from distillkit.config import (
+    ConfigError,
+    check_numeric_group_choices,
+    quote_numeric_group_choices,
+)
 
 #: Errors a user can fix: reported as one line, never as a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError)
+#: Exit status of a run stopped by a non-finite loss (its last good state is kept on disk).
+EXIT_NUMERICAL = 3
+#: Jobs of this process's multirun that failed: (job directory, error line).
+FAILED_JOBS: list[tuple[Path, str]] = []
 
 
 def _report(exc: BaseException) -> None:
     print(f"distillkit: error: {exc}", file=sys.stderr)
 
 
+def _is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _record_failure(cfg: DictConfig, run_dir: Path, exc: BaseException) -> None:
+    """failed.json in the job's directory (the table renderer marks the cell), one line out."""
+    from distillkit.io import save_json
+
+    def pick(path: str) -> object:
+        return OmegaConf.select(cfg, path, default=None)
+
+    regularizers = pick("regularizer")
+    record = {
+        "status": "failed",
+        "error": type(exc).__name__,
+        "message": str(exc),
+        "method": pick("method.name"),
+        "regularizers": sorted(regularizers) if isinstance(regularizers, DictConfig) else [],
+        "dataset": pick("dataset.name"),
+        "ipc": pick("ipc"),
+        "seed": pick("seed"),
+        "model": pick("model.name"),
+    }
+    if not isinstance(exc, USER_ERRORS + (FloatingPointError,)):
+        record["traceback"] = traceback.format_exception(exc)
+    save_json(record, run_dir / "failed.json")
+    line = f"job {HydraConfig.get().job.num} failed ({type(exc).__name__}): {exc}"
+    FAILED_JOBS.append((run_dir, line))
+    print(f"distillkit: {line} -> {run_dir / 'failed.json'}", file=sys.stderr)
+
+
 @hydra.main(config_path="pkg://distillkit.conf", config_name="config", version_base="1.3")
 def _distill_job(cfg: DictConfig) -> float | None:
-    from distillkit.trainer import Trainer
+    from distillkit.trainer import RunInterrupted, Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results = Trainer(cfg, run_dir).run()
-    except USER_ERRORS as exc:
-        _report(exc)
-        raise SystemExit(2) from None
+    except RunInterrupted as exc:  # stops a whole sweep too
+        print(f"distillkit: interrupted: {exc}", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
+    except Exception as exc:
+        if _is_multirun():  # one failing job must not stop the others
+            _record_failure(cfg, run_dir, exc)
+            return None
+        if isinstance(exc, FloatingPointError):
+            _report(exc)
+            raise SystemExit(EXIT_NUMERICAL) from None
+        if isinstance(exc, USER_ERRORS):
+            _report(exc)
+            raise SystemExit(2) from None
+        raise
+    (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run that now works
     headline = results["headline"]
     if headline is None:
         print(f"{results['method']} {results['dataset']} ipc={results['ipc']}: not evaluated")
@@ -45,10 +98,25 @@ def _distill_job(cfg: DictConfig) -> float | None:
 
 
 def distill(argv: Sequence[str] | None = None) -> None:
-    """`distillkit [overrides]`: compose the config groups and run one (or -m: many) jobs."""
+    """`distillkit [overrides]`: compose the config groups and run one (or -m: many) jobs.
+
+    In a multirun, failing jobs are reported (failed.json) while the others complete; the
+    command then exits with status 1 and one line per failed job.
+    """
     args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        check_numeric_group_choices(args)
+    except ConfigError as exc:
+        _report(exc)
+        raise SystemExit(2) from None
     sys.argv = [sys.argv[0], *quote_numeric_group_choices(args)]
+    FAILED_JOBS.clear()
     _distill_job()
+    if FAILED_JOBS:
+        print(f"distillkit: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
+        for _, line in FAILED_JOBS:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def evaluate_saved(argv: Sequence[str] | None = None) -> None:

@@ -35,8 +35,28 @@ class RunGenerators:
         return {name: g.get_state() for name, g in self._generators.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        problem = self.check_state(state)
+        if problem:
+            raise ValueError(f"generator states: {problem}")
         for name, value in state.items():
             self[name].set_state(value)
+
+    @staticmethod
+    def check_state(state: object) -> str | None:
+        """Why `state` cannot be loaded (None when it can), checked before any generator changes."""
+        if not isinstance(state, dict):
+            return f"expected a dict of generator states, got {type(state).__name__}"
+        size = torch.Generator().get_state().numel()
+        for name, value in state.items():
+            if not isinstance(name, str):
+                return f"generator name {name!r} is not a string"
+            if not (
+                isinstance(value, torch.Tensor)
+                and value.dtype == torch.uint8
+                and value.numel() == size
+            ):
+                return f"generator {name!r} holds no valid CPU generator state"
+        return None
 
 
 def draw_seed(generator: torch.Generator) -> int:

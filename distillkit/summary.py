@@ -10,19 +10,36 @@ from typing import Any
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
+    """Every results.json under `root`, plus the failed.json of jobs that failed in a sweep."""
+    paths = sorted([*root.rglob("results.json"), *root.rglob("failed.json")])
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def cell(r: dict[str, Any]) -> str:
+    """A table cell: headline mean ± std, "failed (error)" or "not evaluated"."""
+    if r.get("status") == "failed":
+        return f"failed ({r.get('error', 'error')})"
+    h = r.get("headline")
+    if not h:
+        return "not evaluated"
+    return f"{h['mean']:.1f} ± {h['std']:.1f} (n={h['n']}, {h['model']})"
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    """Rows: method (+ add-ons) on a dataset; columns: IPC; cells: headline mean ± std."""
+    """Rows: method (+ add-ons) on a dataset; columns: IPC; cells: headline mean ± std.
+
+    A job that failed in a sweep (its failed.json) shows as "failed (<error>)".
+    """
     cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     ipcs: set[int] = set()
     for r in results:
         regs = "+".join(r.get("regularizers") or [])
-        row = (r["dataset"], r["method"] + (f"+{regs}" if regs else ""))
-        h = r["headline"]
-        cells[row][r["ipc"]] = f"{h['mean']:.1f} ± {h['std']:.1f} (n={h['n']}, {h['model']})"
-        ipcs.add(r["ipc"])
+        row = (str(r.get("dataset")), str(r.get("method")) + (f"+{regs}" if regs else ""))
+        ipc = r.get("ipc") if isinstance(r.get("ipc"), int) else -1
+        if r.get("status") == "failed" and ipc in cells[row]:
+            continue  # a result for this cell (say, a later successful run) wins
+        cells[row][ipc] = cell(r)
+        ipcs.add(ipc)
     columns = sorted(ipcs)
     header = ["dataset", "method", *[f"IPC {i}" for i in columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

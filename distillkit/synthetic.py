@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distillkit.io import save_torch
+from distillkit.io import load_torch, save_torch
 
 BatchTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -152,20 +152,25 @@ class SyntheticSet:
     ) -> tuple[SyntheticSet, dict]:
         """Load a saved set; returns the set and the whole saved dictionary (config, lr, ...)."""
         path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # any unreadable file gets the same clear message
-            raise ValueError(f"{path}: not a readable synthetic-set file ({exc})") from None
+        state = load_torch(path, "synthetic-set file", weights_only=False)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{path}: not a distillkit synthetic set (missing format {FORMAT!r})")
-        synthetic = cls(
-            state["images"].to(device),
-            state["labels"].to(device),
-            state["ipc"],
-            state["num_classes"],
-            meta=state.get("meta"),
-            factor=state.get("factor", 1),
-        )
+        missing = [k for k in ("images", "labels", "ipc", "num_classes") if k not in state]
+        if missing:
+            raise ValueError(f"{path}: incomplete synthetic set, missing {', '.join(missing)}")
+        if not isinstance(state["images"], Tensor) or not isinstance(state["labels"], Tensor):
+            raise ValueError(f"{path}: the synthetic set's images or labels are not tensors")
+        try:
+            synthetic = cls(
+                state["images"].to(device),
+                state["labels"].to(device),
+                state["ipc"],
+                state["num_classes"],
+                meta=state.get("meta"),
+                factor=state.get("factor", 1),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: inconsistent synthetic set ({exc})") from None
         return synthetic, state
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,21 @@ class WandbLogger(Logger):
     """One W&B run per Hydra job, written under the job's directory."""
 
     def __init__(
-        self, cfg: Mapping[str, Any], run_dir: Path, run_config: Mapping[str, Any], name: str
+        self,
+        cfg: Mapping[str, Any],
+        run_dir: Path,
+        run_config: Mapping[str, Any],
+        name: str,
+        run_id: str | None = None,
     ) -> None:
         import wandb
 
         self._wandb = wandb
+        #: Kept in every checkpoint: a resumed run logs into the same W&B run.
+        self.run_id = run_id or secrets.token_hex(8)
         self.run = wandb.init(
+            id=self.run_id,
+            resume="allow",
             project=cfg.get("project", "distillkit"),
             entity=cfg.get("entity"),
             group=cfg.get("group"),

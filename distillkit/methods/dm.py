@@ -2,15 +2,41 @@
 
 Each iteration draws a fresh random frozen ConvNet and matches, per class, the mean embedding of
 Siamese-augmented real images with that of the synthetic images. All classes go through one
-forward pass; per-class means come from one scatter.
+forward pass; per-class means come from one scatter. Loss add-ons (IID's CC and CM) see the same
+augmented batches and, when they ask for it, the feature maps of that same forward pass.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from distillkit.methods.base import Method, MethodContext, class_means
+from distillkit.models import VGG11, AlexNet, ConvNet, ResNet18
+from distillkit.regularizers import (
+    LossContext,
+    SetupContext,
+    loss_regularizers,
+    needs_feature_map,
+    regularizer_terms,
+    setup_regularizers,
+)
+
+#: Networks whose `embed` is the flattened `feature_map` (one pass gives both).
+_FLAT_EMBED = (ConvNet, AlexNet, VGG11)
+
+
+def embed_and_map(net: nn.Module, x: Tensor, with_map: bool) -> tuple[Tensor, Tensor | None]:
+    """`net.embed(x)` and, if asked, the last feature map, from one forward pass where the
+    architecture allows it (ConvNet, AlexNet, VGG: flatten; ResNet: global average pool)."""
+    if not with_map:
+        return net.embed(x), None
+    fmap = net.feature_map(x)
+    if isinstance(net, _FLAT_EMBED):
+        return fmap.flatten(1), fmap
+    if isinstance(net, ResNet18):
+        return net.avgpool(fmap).flatten(1), fmap
+    return net.embed(x), fmap  # embed is not a function of the map: a second pass
 
 
 class DistributionMatching(Method):
@@ -25,9 +51,14 @@ class DistributionMatching(Method):
         )
         # Classes with fewer images than batch_real use all of them (no duplicated rows).
         self.batch_real = min(int(self.cfg["batch_real"]), int(self.data.class_counts().min()))
+        setup_regularizers(ctx.regularizers, self.name, SetupContext.from_method(ctx))
+        self.loss_regularizers = loss_regularizers(ctx.regularizers)
+        self.with_map = needs_feature_map(self.loss_regularizers)
+        self.iteration = 0
 
-    def matching_loss(self, net: torch.nn.Module) -> Tensor:
-        """sum_c || mean embed(A(R_c)) - mean embed(A(S_c)) ||^2 for one network and DSA draw."""
+    def matching_terms(self, net: nn.Module) -> dict[str, Tensor]:
+        """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
+        their weighted sum} for one network and one DSA draw."""
         k = self.synthetic.num_classes
         real, real_labels = self.real_view(
             *self.data.sample_per_class(self.batch_real, self.generator)
@@ -35,18 +66,44 @@ class DistributionMatching(Method):
         syn, syn_labels = self.synthetic.batch()
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
         with torch.no_grad():
-            real_means = class_means(net.embed(real), real_labels, k)
-        syn_means = class_means(net.embed(syn), syn_labels, k)
-        return (real_means - syn_means).pow(2).sum()
+            real_features, real_map = embed_and_map(net, real, self.with_map)
+            real_means = class_means(real_features, real_labels, k)
+        syn_features, syn_map = embed_and_map(net, syn, self.with_map)
+        syn_means = class_means(syn_features, syn_labels, k)
+        terms = {"match": (real_means - syn_means).pow(2).sum()}
+        if self.loss_regularizers:
+            context = LossContext(
+                iteration=self.iteration,
+                net=net,
+                real=real,
+                real_labels=real_labels,
+                syn=syn,
+                syn_labels=syn_labels,
+                num_classes=k,
+                generator=self.generator,
+                real_map=real_map,
+                syn_map=syn_map,
+            )
+            terms["regularizers"], extra = regularizer_terms(self.loss_regularizers, context)
+            terms.update(extra)
+        return terms
+
+    def matching_loss(self, net: nn.Module) -> Tensor:
+        """sum_c || mean embed(A(R_c)) - mean embed(A(S_c)) ||^2 for one network and DSA draw."""
+        return self.matching_terms(net)["match"]
 
     def step(self, iteration: int) -> dict[str, Tensor]:
+        self.iteration = iteration
         net = self.ctx.networks.frozen(self.generator)
         net.train()
-        loss = self.matching_loss(net)
+        terms = self.matching_terms(net)
+        loss = terms["match"] + terms.pop("regularizers", 0.0)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
-        return {"loss": loss.detach()}
+        if not self.loss_regularizers:
+            return {"loss": loss.detach()}
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
     def state_dict(self) -> dict:
         return {"optimiser": self.optimiser.state_dict()}

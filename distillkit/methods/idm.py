@@ -22,7 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.methods.base import Method, MethodContext
+from distillkit.methods.dm import embed_and_map
 from distillkit.methods.model_queue import ModelQueue
+from distillkit.regularizers import (
+    LossContext,
+    SetupContext,
+    loss_regularizers,
+    needs_feature_map,
+    regularizer_terms,
+    setup_regularizers,
+)
 
 
 @dataclass(frozen=True)
@@ -82,21 +91,51 @@ class ImprovedDistributionMatching(Method):
         for _ in range(s.initial_nets):
             self.queue.push()
         self.iterations_done = 0
+        setup_regularizers(ctx.regularizers, self.name, SetupContext.from_method(ctx))
+        self.loss_regularizers = loss_regularizers(ctx.regularizers)
+        self.with_map = needs_feature_map(self.loss_regularizers)
 
     def class_losses(self, net: nn.Module, c: int, real: Tensor) -> tuple[Tensor, Tensor]:
         """(DM term, CE term) of class c: mean-embedding distance between `real` (images of c)
         and the decoded synthetic images of c under one Siamese DSA draw, and the CE of the
         network's predictions on those augmented synthetic images."""
+        terms = self.class_terms(net, c, real)
+        return terms["match"], terms["ce"]
+
+    def class_terms(
+        self, net: nn.Module, c: int, real: Tensor, iteration: int = 0
+    ) -> dict[str, Tensor]:
+        """{"match", "ce"} of class c (see `class_losses`), plus, with loss add-ons, each one's
+        unweighted term of this class and "regularizers", their weighted sum (same DSA draw)."""
         syn, syn_labels = self.synthetic.batch(self.synthetic.class_rows(c))
         real_groups = torch.zeros(real.shape[0], dtype=torch.long, device=real.device)
         syn_groups = torch.zeros(syn.shape[0], dtype=torch.long, device=syn.device)
         real, syn = self.siamese_augment(real, real_groups, syn, syn_groups, 1)
         with torch.no_grad():
-            real_mean = net.embed(real).mean(0)
-        features = net.embed(syn)
-        match = (real_mean - features.mean(0)).pow(2).sum()
-        ce = F.cross_entropy(net.classifier(features), syn_labels)
-        return match, ce
+            real_features, real_map = embed_and_map(net, real, self.with_map)
+            real_mean = real_features.mean(0)
+        features, syn_map = embed_and_map(net, syn, self.with_map)
+        terms = {
+            "match": (real_mean - features.mean(0)).pow(2).sum(),
+            "ce": F.cross_entropy(net.classifier(features), syn_labels),
+        }
+        if self.loss_regularizers:
+            # One class per step: its rows form group 0 of a single group.
+            context = LossContext(
+                iteration=iteration,
+                net=net,
+                real=real,
+                real_labels=real_groups,
+                syn=syn,
+                syn_labels=syn_groups,
+                num_classes=1,
+                generator=self.generator,
+                real_map=real_map,
+                syn_map=syn_map,
+            )
+            terms["regularizers"], extra = regularizer_terms(self.loss_regularizers, context)
+            terms.update(extra)
+        return terms
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         s = self.settings
@@ -108,23 +147,24 @@ class ImprovedDistributionMatching(Method):
         net, accuracy = member.net, member.accuracy
         n = self.batch_real
         real, real_labels = self.data.sample_per_class(n, self.generator)
-        match_sum = torch.zeros((), device=self.synthetic.device)
-        ce_sum = torch.zeros((), device=self.synthetic.device)
-        loss_sum = torch.zeros((), device=self.synthetic.device)
+        device = self.synthetic.device
+        sums = {name: torch.zeros((), device=device) for name in ("loss", "match", "ce")}
+        sums.update({r.name: torch.zeros((), device=device) for r in self.loss_regularizers})
         net.eval()
         net.requires_grad_(False)  # only the synthetic images learn from the matching loss
         try:
             for c in range(self.synthetic.num_classes):
                 rows = slice(c * n, (c + 1) * n)
                 real_c, _ = self.real_view(real[rows], real_labels[rows])
-                match, ce = self.class_losses(net, c, real_c)
-                loss = match + s.ce_weight * accuracy * ce
+                terms = self.class_terms(net, c, real_c, iteration)
+                loss = terms["match"] + s.ce_weight * accuracy * terms["ce"]
+                loss = loss + terms.pop("regularizers", 0.0)
                 self.optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimiser.step()
-                match_sum += match.detach()
-                ce_sum += ce.detach()
-                loss_sum += loss.detach()
+                sums["loss"] += loss.detach()
+                for name, value in terms.items():
+                    sums[name] += value.detach()
         finally:
             net.requires_grad_(True)
         self.queue.train(
@@ -136,7 +176,7 @@ class ImprovedDistributionMatching(Method):
             self.ctx.augment if s.train_dsa else None,
         )
         self.iterations_done += 1
-        return {"loss": loss_sum, "match": match_sum, "ce": ce_sum, "net_acc": accuracy}
+        return {**sums, "net_acc": accuracy}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -1,6 +1,26 @@
-"""Add-ons to a base method: batch transforms (FYI) and extra losses (IID)."""
+"""Add-ons to a base method: batch transforms (FYI) and extra losses (IID's CC and CM)."""
 
-from distillkit.regularizers import fyi  # noqa: F401  (registers the add-on)
-from distillkit.regularizers.base import Regularizer, available_regularizers, build_regularizers
+from distillkit.regularizers import centralisation, covariance, fyi  # noqa: F401  (registers)
+from distillkit.regularizers.base import (
+    LossContext,
+    Regularizer,
+    SetupContext,
+    available_regularizers,
+    build_regularizers,
+    loss_regularizers,
+    needs_feature_map,
+    regularizer_terms,
+    setup_regularizers,
+)
 
-__all__ = ["Regularizer", "available_regularizers", "build_regularizers"]
+__all__ = [
+    "LossContext",
+    "Regularizer",
+    "SetupContext",
+    "available_regularizers",
+    "build_regularizers",
+    "loss_regularizers",
+    "needs_feature_map",
+    "regularizer_terms",
+    "setup_regularizers",
+]

@@ -1,0 +1,347 @@
+"""The pool of pre-trained, frozen feature extractors that IID's class centralisation samples from.
+
+A pool is a directory of shard files `pool_00000.pt`, ... each holding the state_dicts of a few
+networks trained on the real training set (published: 1000 instance-norm ResNet-18s x 40 epochs,
+SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256, no augmentation) and the metadata of the
+setting they were trained in (dataset, channels, image size, classes, normalisation, ZCA, model).
+Opening a pool checks every shard against the run's dataset, so features of another dataset,
+resolution or whitening are refused with an error that names the file and the command that
+builds the right pool. Shards are opened once, memory-mapped; one resident network takes the
+weights of the member sampled each iteration, so even the published 1000-member pool never has
+to fit in memory at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from distillkit.evaluation.protocol import EvalSettings, train_network
+from distillkit.io import save_torch
+from distillkit.networks import NetworkFactory
+
+FORMAT = "distillkit.pool/1"
+SHARD_PATTERN = "pool_*.pt"
+_SHARD_NAME = re.compile(r"^pool_(\d{5})\.pt$")
+#: Metadata that must match between a pool and the dataset of the run that uses it.
+CHECKED_KEYS = ("dataset", "channels", "image_size", "num_classes", "zca", "normalisation")
+
+
+class PoolError(ValueError):
+    """A pool that cannot serve this run (unreadable, foreign or mismatched)."""
+
+
+class PoolNotFoundError(PoolError, FileNotFoundError):
+    """No pool where the run looks for one."""
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The published recipe, except the epochs (published 40; the default is CPU-affordable)."""
+
+    epochs: int = 2
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+
+
+# -- metadata -----------------------------------------------------------------------------------
+def dataset_meta(info: Any) -> dict[str, Any]:
+    """The dataset facts a pool is checked against."""
+    return {
+        "dataset": str(info.name),
+        "channels": int(info.channels),
+        "image_size": [int(s) for s in info.image_size],
+        "num_classes": int(info.num_classes),
+        "zca": bool(getattr(info, "zca", False)),
+        "normalisation": {
+            "mean": [float(m) for m in info.mean],
+            "std": [float(s) for s in info.std],
+        },
+    }
+
+
+def pool_meta(info: Any, factory: NetworkFactory) -> dict[str, Any]:
+    """Dataset facts plus the network the pool holds (name, options and module tree)."""
+    net = factory(torch.Generator().manual_seed(0))
+    options = {k: v for k, v in dict(factory.options).items() if v is not None}
+    return {
+        **dataset_meta(info),
+        "model": {"name": str(factory.name), **options},
+        "architecture": repr(net),
+    }
+
+
+def pretrain_command(info: Any, directory: str | Path) -> str:
+    """The `distillkit-pretrain` command line that builds a pool for this dataset at `directory`."""
+    parts = ["distillkit-pretrain", f"dataset={info.name}"]
+    if _dataset_has_option(str(info.name), "image_size"):
+        parts.append(f"dataset.image_size={int(info.image_size[0])}")
+    if getattr(info, "zca", False):
+        parts.append("dataset.zca=true")
+    parts.append(f"pool.dir={directory}")
+    return " ".join(parts)
+
+
+def alternative_dir(directory: str | Path, info: Any) -> Path:
+    """Where to build a pool for `info` when `directory` holds one for another setting."""
+    directory = Path(directory)
+    suffix = f"_{info.name}_{int(info.image_size[0])}px" + (
+        "_zca" if getattr(info, "zca", False) else ""
+    )
+    return directory.with_name(directory.name + suffix)
+
+
+def _dataset_has_option(name: str, option: str) -> bool:
+    try:
+        text = (resources.files("distillkit.conf") / "dataset" / f"{name}.yaml").read_text()
+    except (FileNotFoundError, ModuleNotFoundError, OSError):
+        return False
+    return option in (OmegaConf.create(text) or {})
+
+
+def _same(key: str, saved: Any, expected: Any) -> bool:
+    if key == "normalisation":
+        try:
+            pairs = [p for k in ("mean", "std") for p in zip(saved[k], expected[k], strict=True)]
+        except (KeyError, TypeError, ValueError):
+            return False
+        return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in pairs)
+    return saved == expected
+
+
+def check_meta(path: Path, saved: Mapping[str, Any], info: Any, command: str) -> None:
+    """Refuse a shard made for another dataset; the message names the file, the difference and
+    the command that builds a matching pool."""
+    expected = dataset_meta(info)
+    for key in CHECKED_KEYS:
+        if not _same(key, saved.get(key), expected[key]):
+            raise PoolError(
+                f"{path}: this pool was trained for {key}={saved.get(key)!r}, but the run uses "
+                f"{key}={expected[key]!r}; build a pool for this dataset with `{command}` and "
+                "point regularizer.cc.pool at it"
+            )
+
+
+# -- training -----------------------------------------------------------------------------------
+def train_member(
+    factory: NetworkFactory, data: Any, settings: PoolSettings, generator: torch.Generator
+) -> nn.Module:
+    """One fresh network trained on the real training set (the evaluation protocol's loop,
+    without augmentation or lr decay)."""
+    recipe = EvalSettings(
+        models=(factory.name,),
+        num_models=1,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        batch_size=settings.batch_size,
+        lr_decay_at=1.0,  # decay epoch == epochs: never
+        dsa=False,
+    )
+    return train_network(factory, data.train_images, data.train_labels, recipe, None, generator)
+
+
+def shard_path(directory: Path, index: int) -> Path:
+    return Path(directory) / f"pool_{index:05d}.pt"
+
+
+def write_shard(
+    directory: str | Path,
+    index: int,
+    states: list[Mapping[str, Tensor]],
+    meta: Mapping[str, Any],
+    member_ids: list[int],
+    training: Mapping[str, Any] | None = None,
+    accuracies: list[float] | None = None,
+) -> Path:
+    """One shard file, written atomically: the members' CPU state_dicts plus the metadata."""
+    if len(states) != len(member_ids):
+        raise ValueError(f"{len(states)} state_dicts for {len(member_ids)} member ids")
+    state = {
+        "format": FORMAT,
+        "meta": dict(meta),
+        "training": dict(training or {}),
+        "member_ids": [int(i) for i in member_ids],
+        "test_accuracy": [float(a) for a in accuracies or []],
+        "states": [{k: v.detach().cpu().clone() for k, v in s.items()} for s in states],
+    }
+    return save_torch(state, shard_path(Path(directory), index))
+
+
+def train_pool(
+    directory: str | Path,
+    data: Any,
+    factory: NetworkFactory,
+    size: int,
+    settings: PoolSettings,
+    members_per_shard: int,
+    generator_for: Callable[[int], torch.Generator],
+    on_member: Callable[[int, nn.Module], float | None] | None = None,
+    training_note: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Train members 0..size-1 into `directory`, `members_per_shard` per shard file.
+
+    Resumable: members already there (same dataset, same architecture, same epochs) are kept and
+    new shards take the next free numbers; member i draws everything from `generator_for(i)`,
+    so a pool grown in several runs holds the same networks as one made at once.
+    `on_member(i, net)` may return the member's test accuracy, stored with it.
+    """
+    directory = Path(directory)
+    if size < 1 or members_per_shard < 1:
+        raise ValueError(
+            f"pool.size and members_per_shard must be >= 1, got {size}, {members_per_shard}"
+        )
+    meta = pool_meta(data.info, factory)
+    training = {
+        "epochs": settings.epochs,
+        "lr": settings.lr,
+        "momentum": settings.momentum,
+        "weight_decay": settings.weight_decay,
+        "batch_size": settings.batch_size,
+        "augmentation": None,
+        **dict(training_note or {}),
+    }
+    done = _existing_members(directory, data.info, meta, settings.epochs)
+    todo = [i for i in range(size) if i not in done]
+    index = 1 + max((_shard_number(p) for p in directory.glob(SHARD_PATTERN)), default=-1)
+    written = []
+    for start in range(0, len(todo), members_per_shard):
+        ids = todo[start : start + members_per_shard]
+        states, accuracies = [], []
+        for i in ids:
+            net = train_member(factory, data, settings, generator_for(i))
+            states.append(net.state_dict())
+            acc = on_member(i, net) if on_member is not None else None
+            accuracies.append(float("nan") if acc is None else float(acc))
+        written.append(write_shard(directory, index, states, meta, ids, training, accuracies))
+        index += 1
+    return written
+
+
+def _shard_number(path: Path) -> int:
+    match = _SHARD_NAME.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def _existing_members(directory: Path, info: Any, meta: Mapping[str, Any], epochs: int) -> set[int]:
+    if not directory.is_dir() or not any(directory.glob(SHARD_PATTERN)):
+        return set()
+    pool = PretrainedPool.open(directory, info)
+    if pool.meta["architecture"] != meta["architecture"]:
+        raise PoolError(
+            f"{directory}: holds {pool.meta['model']!r} networks, asked for {meta['model']!r}; "
+            "use another pool.dir"
+        )
+    if pool.training.get("epochs") != epochs:
+        raise PoolError(
+            f"{directory}: holds members trained {pool.training.get('epochs')} epochs, asked for "
+            f"{epochs}; use another pool.dir"
+        )
+    return set(pool.member_ids)
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _load_shard(path: Path, command: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # truncated, foreign or corrupt: one clear message
+        raise PoolError(
+            f"{path}: not a readable pool shard (truncated or foreign file?): {exc}; rebuild it "
+            f"with `{command}`"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PoolError(f"{path}: not a distillkit pool shard (missing format {FORMAT!r})")
+    if len(state.get("states", ())) != len(state.get("member_ids", ())):
+        raise PoolError(f"{path}: pool shard is malformed (state_dicts and ids do not agree)")
+    return state
+
+
+class PretrainedPool:
+    """The members of one pool directory: opened once, checked, memory-mapped.
+
+    `network(i)` returns one resident frozen network holding member i's weights (reloaded only
+    when another member is asked for).
+    """
+
+    def __init__(self, directory: Path, shards: list[tuple[Path, dict[str, Any]]]) -> None:
+        self.directory = directory
+        self.paths = [path for path, _ in shards]
+        self.states = [s for _, state in shards for s in state["states"]]
+        self.member_ids = [i for _, state in shards for i in state["member_ids"]]
+        self.meta: dict[str, Any] = shards[0][1]["meta"]
+        self.training: dict[str, Any] = shards[0][1].get("training", {})
+        self.test_accuracy = [a for _, state in shards for a in state.get("test_accuracy", [])]
+        self._net: nn.Module | None = None
+        self._net_device: str | None = None
+        self._loaded = -1
+
+    @classmethod
+    def open(cls, directory: str | Path, info: Any) -> PretrainedPool:
+        """Every shard under `directory`, each checked against the run's dataset `info`."""
+        directory = Path(directory)
+        command = pretrain_command(info, directory)
+        paths = sorted(p for p in directory.glob(SHARD_PATTERN) if _SHARD_NAME.match(p.name))
+        if not paths:
+            raise PoolNotFoundError(
+                f"{directory}: no pre-trained pool ({SHARD_PATTERN}) found; build it with "
+                f"`{command}` (or point regularizer.cc.pool at an existing pool)"
+            )
+        shards = []
+        for path in paths:
+            state = _load_shard(path, command)
+            other = pretrain_command(info, alternative_dir(directory, info))
+            check_meta(path, state["meta"], info, other)
+            if shards and state["meta"].get("architecture") != shards[0][1]["meta"].get(
+                "architecture"
+            ):
+                raise PoolError(
+                    f"{path}: holds {state['meta'].get('model')!r}, other shards "
+                    f"{shards[0][1]['meta'].get('model')!r}; keep one architecture per pool"
+                )
+            shards.append((path, state))
+        return cls(directory, shards)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def factory(self, device: torch.device | str = "cpu") -> NetworkFactory:
+        """Builds networks of the pool's architecture for its dataset shape."""
+        meta = self.meta
+        options = {k: v for k, v in meta["model"].items() if k != "name"}
+        return NetworkFactory(
+            meta["model"]["name"],
+            meta["channels"],
+            meta["num_classes"],
+            tuple(meta["image_size"]),
+            options,
+            device,
+        )
+
+    def network(self, index: int, device: torch.device | str = "cpu") -> nn.Module:
+        """The resident frozen network (eval mode) with member `index`'s weights."""
+        if self._net is None or self._net_device != str(device):
+            self._net = self.factory(device).frozen(torch.Generator().manual_seed(0)).eval()
+            self._net_device, self._loaded = str(device), -1
+        if index != self._loaded:
+            self._net.load_state_dict(self.states[index])
+            self._loaded = index
+        return self._net
+
+    def sample(
+        self, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> tuple[int, nn.Module]:
+        """A member drawn uniformly from `generator`: (index, frozen network)."""
+        index = int(torch.randint(len(self), (1,), generator=generator))
+        return index, self.network(index, device)

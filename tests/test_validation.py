@@ -1,0 +1,173 @@
+"""Impossible or inconsistent configs fail at start-up with one clear line (one test per case)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from distillkit.config import ConfigError
+from distillkit.experts import ExpertBufferError, buffer_meta, write_shard
+from distillkit.networks import NetworkFactory
+from distillkit.regularizers import available_regularizers
+from distillkit.regularizers.base import _REGULARIZERS, Regularizer
+from distillkit.trainer import Trainer, as_dict
+
+
+def distillkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def refused(cfg, run_dir: Path, match: str, error: type[Exception] = ConfigError) -> str:
+    """Trainer construction raises `error` whose message matches and is a single line."""
+    with pytest.raises(error, match=match) as info:
+        Trainer(cfg, run_dir)
+    message = str(info.value)
+    assert "\n" not in message.strip()
+    return message
+
+
+def test_cli_ipc_zero_is_one_line_and_exit_2(tmp_path):
+    out = distillkit(*TINY, "ipc=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip() == "distillkit: error: ipc must be a positive integer, got 0"
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the run directory
+
+
+def test_negative_ipc_on_the_command_line_is_refused(tmp_path):
+    from distillkit.cli import distill
+
+    with pytest.raises(SystemExit) as info:
+        distill([*TINY, "ipc=-2", f"hydra.run.dir={tmp_path}"])
+    assert info.value.code == 2
+
+
+def test_ipc_zero_in_the_config(tiny_config, tmp_path):
+    cfg = as_dict(tiny_config())
+    cfg["ipc"] = 0
+    refused(cfg, tmp_path, "ipc must be a positive integer, got 0")
+
+
+def test_ipc_larger_than_a_class(tiny_config, tmp_path):
+    refused(tiny_config("ipc=200"), tmp_path, r"ipc=200 needs 200 real images per class.*smallest")
+
+
+def test_model_that_cannot_take_the_image_size(tiny_config, tmp_path):
+    message = refused(
+        tiny_config("model.depth=4"), tmp_path, r"model ConvNet cannot take the 1x8x8 images"
+    )
+    assert "digits" in message
+
+
+def test_evaluation_model_that_cannot_take_the_image_size(tiny_config, tmp_path):
+    refused(
+        tiny_config("eval.models=[ConvNet,ConvNetD4]"),
+        tmp_path,
+        r"model ConvNetD4 cannot take the 1x8x8 images",
+    )
+
+
+def test_model_options_it_does_not_take(tiny_config, tmp_path):
+    refused(tiny_config("model.name=AlexNet"), tmp_path, r"AlexNet does not take option\(s\)")
+
+
+def test_unknown_method(tiny_config, tmp_path):
+    refused(tiny_config("method.name=nosuch"), tmp_path, "unknown method 'nosuch'")
+
+
+def test_unknown_regularizer(tiny_config, tmp_path):
+    cfg = as_dict(tiny_config())
+    cfg["regularizer"] = {"nosuch": {}}
+    refused(cfg, tmp_path, "unknown regularizer 'nosuch'")
+
+
+@pytest.fixture
+def dc_only_regularizer():
+    """A throwaway add-on that serves DC only (removed from the registry afterwards)."""
+
+    class DCOnly(Regularizer):
+        name = "test_dc_only"
+        supported_methods = frozenset({"dc"})
+
+    yield DCOnly.name
+    _REGULARIZERS.pop(DCOnly.name, None)
+
+
+def test_regularizer_that_does_not_support_the_method(tiny_config, tmp_path, dc_only_regularizer):
+    cfg = as_dict(tiny_config("method=dm"))
+    cfg["regularizer"] = {dc_only_regularizer: {}}
+    refused(cfg, tmp_path, "cannot be combined with method 'dm'")
+
+
+def test_mtt_without_an_expert_buffer(tiny_config, tmp_path):
+    missing = tmp_path / "no-buffer"
+    message = refused(
+        tiny_config("method=mtt", f"method.buffer={missing}"), tmp_path / "run", "no expert buffer"
+    )
+    assert str(missing) in message
+
+
+def test_mtt_with_a_buffer_of_another_model(tiny_config, tmp_path):
+    trainer_cfg = tiny_config("method=mtt", f"method.buffer={tmp_path / 'buffer'}")
+    from distillkit.data import load_dataset
+
+    info = load_dataset("digits", image_size=8).info
+    other = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16}, "cpu")
+    meta = buffer_meta(info, other)
+    write_shard(tmp_path / "buffer", 0, torch.zeros(1, 3, meta["num_params"]), meta, [0])
+    message = refused(trainer_cfg, tmp_path / "run", "experts_00000.pt", ExpertBufferError)
+    assert "model=" in message
+
+
+@pytest.mark.skipif("cc" not in available_regularizers(), reason="IID is not registered")
+def test_iid_without_a_pool(tiny_config, tmp_path):
+    missing = tmp_path / "no-pool"
+    cfg = tiny_config("method=dm", "regularizer=[iid]", f"regularizer.cc.pool={missing}")
+    message = refused(
+        cfg, tmp_path / "run", "distillkit-pretrain dataset=digits", FileNotFoundError
+    )
+    assert str(missing) in message
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("method.lr_img=-1", "method.lr_img must be > 0"),
+        ("method.lr_img=0", "method.lr_img must be > 0"),
+        ("eval.lr=-0.01", "eval.lr must be > 0"),
+        ("method.iterations=-5", "method.iterations must be >= 0"),
+        ("eval.epochs=-1", "eval.epochs must be >= 1"),
+        ("eval.num_models=-1", "eval.num_models must be >= 0"),
+        ("checkpoint.every=-1", "checkpoint.every must be >= 0"),
+        ("method.momentum=-0.5", "method.momentum must be >= 0"),
+        ("log_every=0", "log_every must be >= 1"),
+    ],
+)
+def test_negative_rates_and_counts(tiny_config, tmp_path, override, message):
+    refused(tiny_config(override), tmp_path, message)
+
+
+@pytest.mark.parametrize("method", ["mtt", "idm"])
+def test_method_learning_rates_are_checked(tiny_config, tmp_path, method):
+    key = "lr_lr" if method == "mtt" else "lr_net"
+    refused(tiny_config(f"method={method}", f"method.{key}=-1"), tmp_path, f"method.{key}")
+
+
+def test_a_number_given_as_text(tiny_config, tmp_path):
+    refused(tiny_config("method.lr_img=fast"), tmp_path, "method.lr_img must be a number")
+
+
+def test_dataset_option_it_does_not_take(tiny_config, tmp_path):
+    refused(
+        tiny_config("dataset=cifar10", f"dataset.root={tmp_path}", "+dataset.image_size=8"),
+        tmp_path / "run",
+        r"dataset cifar10: .*does not accept option",
+    )
