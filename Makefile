@@ -7,7 +7,7 @@ DEMO_DIR ?= outputs/demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint format clean
+.PHONY: help install demo test test-all lint format clean reproduce-table bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,12 +32,21 @@ test-all: $(STAMP) ## Run every test, the slow ones too
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check and format check
-	$(VENV)/bin/ruff check distillkit tests experiments
-	$(VENV)/bin/ruff format --check distillkit tests experiments
+	$(VENV)/bin/ruff check distillkit tests experiments benchmarks
+	$(VENV)/bin/ruff format --check distillkit tests experiments benchmarks
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix distillkit tests experiments
-	$(VENV)/bin/ruff format distillkit tests experiments
+	$(VENV)/bin/ruff check --fix distillkit tests experiments benchmarks
+	$(VENV)/bin/ruff format distillkit tests experiments benchmarks
+
+TABLE ?= fyi
+SCALE ?= paper
+LAUNCHER ?= basic
+reproduce-table: $(STAMP) ## Run a paper table's sweep and render results/<TABLE>.md (TABLE= SCALE=paper|smoke LAUNCHER=basic|joblib|submitit_local|submitit_slurm)
+	$(PY) -m distillkit.tables.reproduce table=$(TABLE) scale=$(SCALE) launcher=$(LAUNCHER)
+
+bench: $(STAMP) ## Run the CPU/GPU benchmarks; medians and ratios, JSON under benchmarks/results/
+	$(PY) benchmarks/run_all.py
 
 clean: ## Remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
