@@ -202,3 +202,17 @@ def test_unknown_option_name_raises() -> None:
 def test_names_are_case_insensitive() -> None:
     assert type(build_model("resnet18bn_ap", 3, 10, (16, 16))).__name__ == "ResNet18"
     assert "ConvNet" in available_models() and "ResNet18BN_AP" in available_models()
+
+
+def test_resnet18_width_scales_every_stage_and_the_embedding():
+    """A narrow ResNet-18 (CPU-affordable IID pools) keeps the shape contract at 8 x width."""
+    narrow = build_model("ResNet18", 3, 10, 16, width=8)
+    x = torch.randn(2, 3, 16, 16)
+    assert narrow.embed(x).shape == (2, 64)
+    assert narrow(x).shape == (2, 10)
+    default = build_model("ResNet18", 3, 10, 16)
+    assert default.embed(x).shape == (2, 512)
+    narrow_params = sum(p.numel() for p in narrow.parameters())
+    assert narrow_params < sum(p.numel() for p in default.parameters()) / 30
+    with pytest.raises(ValueError, match="width"):
+        build_model("ResNet18", 3, 10, 16, width=0)

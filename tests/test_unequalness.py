@@ -53,6 +53,18 @@ def test_asymmetric_images_score_above_zero():
         assert value > 1000 * FLOOR[name], name
 
 
+def test_batch_norm_networks_score_one_image_per_class():
+    """IPC 1 with a BN net: training-mode BN cannot take a batch of one; the score is defined."""
+    images, labels = random_set(n_per_class=1)
+    nets = NetworkFactory("VGG11BN", 3, 4, (8, 8), {})  # a 1x1 map before its last BN
+    values = unequalness(images, labels, 4, nets, torch.Generator().manual_seed(0), ("dm", "dc"), 1)
+    assert all(value > 0 for value in values.values()), values
+    symmetric = unequalness(
+        images + images.flip(-1), labels, 4, nets, torch.Generator().manual_seed(0), ("dm",), 1
+    )
+    assert symmetric["dm"] == pytest.approx(0.0, abs=FLOOR["dm"])
+
+
 def test_dsa_distance_needs_an_augmentation():
     images, labels = random_set()
     with pytest.raises(ValueError, match="dsa"):

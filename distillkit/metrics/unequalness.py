@@ -53,6 +53,10 @@ def _dc_distance(net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int) -
     return out
 
 
+def _has_batch_norm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def unequalness(
     images: Tensor,
     labels: Tensor,
@@ -79,7 +83,10 @@ def unequalness(
     totals = {d: torch.zeros((), device=images.device) for d in distances}
     for _ in range(num_nets):
         net = networks(generator)
-        net.train()
+        # Batch norm in training mode cannot take one image per class (IPC 1) and would mix the
+        # statistics of X_c and flip(X_c); a fresh BN net in eval mode is the same net with its
+        # initial (identity) statistics, defined for any class size.
+        net.train(not _has_batch_norm(net))
         for name in distances:
             if name == "dm":
                 per_class = _dm_distance(net, images, flipped, labels, num_classes)

@@ -44,6 +44,9 @@ class BasicBlock(nn.Module):
 class ResNet18(DistillNet):
     """BasicBlock [2, 2, 2, 2], widths 64-512, global average pool to a 512-d embedding.
 
+    `width` scales the four stages (width, 2w, 4w, 8w; 64 is the published network): a narrow
+    ResNet makes IID's pre-trained pool affordable on a CPU (the embedding is then 8w-d).
+
     The reference's avg_pool(4) on 32x32 is a 1x1 global pool; the adaptive pool here is the same
     there and works for any input size.
     """
@@ -56,14 +59,18 @@ class ResNet18(DistillNet):
         *,
         norm: str = "instancenorm",
         downsample: str = "stride",
+        width: int = 64,
     ) -> None:
         super().__init__()
         downsample = check_choice("downsample", downsample, DOWNSAMPLES)
-        self.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = make_norm(norm, 64)
+        if int(width) < 1:
+            raise ValueError(f"ResNet18 width must be >= 1, got {width}")
+        width = int(width)
+        self.conv1 = nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = make_norm(norm, width)
         stages: list[nn.Module] = []
-        in_ch = 64
-        for i, out_ch in enumerate((64, 128, 256, 512)):
+        in_ch = width
+        for i, out_ch in enumerate((width, 2 * width, 4 * width, 8 * width)):
             stride = 1 if i == 0 else 2
             stages.append(
                 nn.Sequential(
@@ -74,7 +81,7 @@ class ResNet18(DistillNet):
             in_ch = out_ch
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(512, num_classes)
+        self.classifier = nn.Linear(8 * width, num_classes)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
