@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from distillkit.config import (
     ConfigError,
     check_numeric_group_choices,
+    drop_null_group_choices,
     quote_numeric_group_choices,
 )
 
@@ -105,6 +106,7 @@ def distill(argv: Sequence[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else list(argv)
     try:
+        args = drop_null_group_choices(args)
         check_numeric_group_choices(args)
     except ConfigError as exc:
         _report(exc)

@@ -50,6 +50,34 @@ def check_numeric_group_choices(argv: Sequence[str]) -> None:
                 _require(int(number) >= 1, f"{bare_key} must be a positive integer, got {number}")
 
 
+#: Groups whose default is "nothing": `experiment=null` on the command line means that default.
+OPTIONAL_GROUPS = ("experiment",)
+#: Groups that always need a choice.
+REQUIRED_GROUPS = ("dataset", "method", "ipc", "model", "eval", "logger")
+
+
+def drop_null_group_choices(argv: Sequence[str]) -> list[str]:
+    """`experiment=null` selects no preset (the default); `method=null` is refused in one line.
+
+    Hydra itself answers a null group choice with a traceback.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        bare_key = key.lstrip("+~")
+        if sep and value.strip("'\"").lower() in ("null", "none", ""):
+            if bare_key in OPTIONAL_GROUPS:
+                continue
+            if bare_key == "regularizer":
+                arg = f"{key}=none"
+            _require(
+                bare_key not in REQUIRED_GROUPS,
+                f"{bare_key} needs a choice, got {arg!r} (distillkit --help lists the options)",
+            )
+        out.append(arg)
+    return out
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

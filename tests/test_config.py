@@ -9,7 +9,12 @@ from importlib import resources
 import pytest
 from conftest import compose_config
 
-from distillkit.config import ConfigError, quote_numeric_group_choices, validate_config
+from distillkit.config import (
+    ConfigError,
+    drop_null_group_choices,
+    quote_numeric_group_choices,
+    validate_config,
+)
 
 GROUPS = ["dataset", "method", "regularizer", "ipc", "model", "eval", "logger", "experiment"]
 
@@ -39,6 +44,16 @@ def test_quote_numeric_group_choices():
     assert quote_numeric_group_choices(["ipc=1,10,50"]) == ["ipc='1','10','50'"]
     assert quote_numeric_group_choices(["method=dm", "seed=3"]) == ["method=dm", "seed=3"]
     assert quote_numeric_group_choices(["ipc='10'"]) == ["ipc='10'"]
+
+
+def test_null_group_choices_mean_the_default_or_fail_in_one_line():
+    assert drop_null_group_choices(["experiment=null", "ipc=1"]) == ["ipc=1"]
+    assert drop_null_group_choices(["regularizer=null"]) == ["regularizer=none"]
+    assert drop_null_group_choices(["regularizer=none"]) == ["regularizer=none"]
+    assert drop_null_group_choices(["dataset.root=null"]) == ["dataset.root=null"]
+    with pytest.raises(ConfigError, match="method needs a choice"):
+        drop_null_group_choices(["method=null"])
+    compose_config(drop_null_group_choices(["experiment=null", "regularizer=null"]))
 
 
 def test_regularizer_is_list_valued():
