@@ -1,0 +1,315 @@
+"""Expand a grid table into `distillkit` jobs: one deterministic directory per cell and seed.
+
+The directory `<results>/<table>/<scale>/<row>/<dataset>_ipc<ipc>/seed<k>` is the job's identity:
+a job is done when it holds results.json, so re-running a table launches only what is missing
+(and a killed job, re-launched into the same directory, continues from its checkpoint).
+
+Paper scale passes only the table's choices (method, add-ons, dataset, IPC, seed, evaluation);
+the published per-setting values come from the config itself (`conf/tuned/`, method and
+regularizer defaults), exactly as a user typing the command would get them. Smoke scale runs every
+cell on the built-in `digits` dataset at a tiny budget on the CPU, to check the plumbing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillkit.tables.spec import TableSpec
+
+SCALES = ("paper", "smoke")
+#: Smoke scale always distils on this built-in dataset (ships with scikit-learn, 8x8 here).
+SMOKE_DATASET = "digits"
+#: Training images in the smallest digits class: an IDM cell whose mosaics need more real images
+#: than this starts from noise at smoke scale.
+DIGITS_SMALLEST_CLASS = 131
+#: Every smoke job: tiny images, nets, budgets; CPU; no plots that cost seconds.
+SMOKE_COMMON = (
+    "dataset.image_size=8",
+    "model.width=8",
+    "method.iterations=2",
+    "eval.epochs=2",
+    "device=cpu",
+    "progress=false",
+    "checkpoint.every=0",
+    "unequalness.enabled=false",
+    "images.flips=false",
+    "log_every=1",
+)
+#: Per-method smoke budgets (the published loops and queues are far too big for a CPU check).
+SMOKE_METHOD = {
+    "dm": ("method.batch_real=16",),
+    "dc": ("method.batch_real=16", "method.outer_loop=2", "method.inner_loop=1"),
+    "dsa": ("method.batch_real=16", "method.outer_loop=2", "method.inner_loop=1"),
+    "idm": (
+        "method.batch_real=16",
+        "method.batch_train=32",
+        "method.model_train_steps=1",
+        "method.initial_nets=1",
+        "method.net_num=2",
+    ),
+    "mtt": ("method.syn_steps=2", "method.expert_epochs=1", "method.max_start_epoch=1"),
+}
+#: Published prerequisite sizes (methods.md): MTT's experts, IID's pre-trained pool.
+PAPER_EXPERTS = ("num_experts=100", "epochs=50")
+PAPER_POOL = ("pool.size=1000", "pool.epochs=40")
+SMOKE_DATA = ("dataset=digits", "dataset.image_size=8")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One distillation of one cell."""
+
+    row: str
+    dataset: str
+    ipc: int
+    seed: int
+    subdir: str
+    overrides: tuple[str, ...]
+    #: The dataset the job really distils (digits at smoke scale).
+    run_dataset: str
+
+    def directory(self, root: Path) -> Path:
+        return root / self.subdir
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """A file set some jobs need (MTT experts, IID pool) and the command that builds it."""
+
+    kind: str
+    directory: Path
+    pattern: str
+    argv: tuple[str, ...]
+    #: The same command as a user would type it (for error messages and docs).
+    command: str
+
+    def ready(self) -> bool:
+        return self.directory.is_dir() and any(self.directory.glob(self.pattern))
+
+
+@dataclass
+class Plan:
+    spec: TableSpec
+    scale: str
+    root: Path
+    jobs: list[Job]
+    prerequisites: list[Prerequisite] = field(default_factory=list)
+    #: table dataset -> the dataset run in its place (smoke scale).
+    substitutions: dict[str, str] = field(default_factory=dict)
+
+    def done(self, job: Job) -> bool:
+        return (job.directory(self.root) / "results.json").is_file()
+
+    def pending(self) -> list[Job]:
+        return [j for j in self.jobs if not self.done(j)]
+
+
+def regularizer_override(regularizers: Sequence[str]) -> str:
+    return f"regularizer=[{','.join(regularizers)}]" if regularizers else "regularizer=none"
+
+
+def cell_subdir(row: str, dataset: str, ipc: int, seed: int) -> str:
+    return f"{row}/{dataset}_ipc{ipc}/seed{seed}"
+
+
+def logger_overrides(logger: str, table: str, scale: str) -> list[str]:
+    """W&B runs of one table share a group (the table's name), tagged with the scale."""
+    if logger == "local":
+        return []
+    if logger != "wandb":
+        raise ValueError(f"logger must be local or wandb, got {logger!r}")
+    return ["logger=wandb", f"logger.wandb.group={table}", f"logger.wandb.tags=[{table},{scale}]"]
+
+
+def make_plan(
+    spec: TableSpec,
+    scale: str,
+    results_dir: Path,
+    *,
+    distillations: int | None = None,
+    extra: Sequence[str] = (),
+    logger: str = "local",
+    gpus: int = 0,
+) -> Plan:
+    """Every job of a grid table at `scale`, in row, dataset, IPC, seed order.
+
+    `extra` (e.g. `dataset.root=/data`, `device=cuda`) is appended to every job; `gpus` > 0 gives
+    job i `device=cuda:<i mod gpus>` (joblib on a multi-GPU box).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if spec.kind != "grid":
+        raise ValueError(f"table {spec.name} is a {spec.kind}, not a grid")
+    root = Path(results_dir) / spec.name / scale
+    seeds = range(distillations or (1 if scale == "smoke" else spec.distillations))
+    prerequisites = _prerequisites(spec, scale, root)
+    jobs: list[Job] = []
+    for row in spec.rows:
+        for dataset in spec.datasets:
+            for ipc in spec.ipcs:
+                for seed in seeds:
+                    overrides = _job_overrides(spec, row.name, dataset, ipc, seed, scale, root)
+                    overrides += [*extra, *logger_overrides(logger, spec.name, scale)]
+                    if gpus > 0:
+                        overrides.append(f"device=cuda:{len(jobs) % gpus}")
+                    jobs.append(
+                        Job(
+                            row=row.name,
+                            dataset=dataset,
+                            ipc=ipc,
+                            seed=seed,
+                            subdir=cell_subdir(row.name, dataset, ipc, seed),
+                            overrides=tuple(overrides),
+                            run_dataset=SMOKE_DATASET if scale == "smoke" else dataset,
+                        )
+                    )
+    substitutions = (
+        {d: SMOKE_DATASET for d in spec.datasets if d != SMOKE_DATASET} if scale == "smoke" else {}
+    )
+    return Plan(spec, scale, root, jobs, prerequisites, substitutions)
+
+
+def _job_overrides(
+    spec: TableSpec, row_name: str, dataset: str, ipc: int, seed: int, scale: str, root: Path
+) -> list[str]:
+    row = spec.row(row_name)
+    overrides = [
+        f"method={row.method}",
+        regularizer_override(row.regularizers),
+        f"dataset={SMOKE_DATASET if scale == 'smoke' else dataset}",
+        f"ipc={ipc}",
+        f"seed={seed}",
+        f"eval={spec.eval_preset}",
+        f"eval.num_models={1 if scale == 'smoke' else spec.num_models}",
+    ]
+    if spec.models:
+        overrides.append(f"eval.models=[{','.join(spec.models)}]")
+    overrides += [*spec.overrides, *row.overrides]
+    if scale == "smoke":
+        overrides += [*SMOKE_COMMON, *SMOKE_METHOD.get(row.method, ()), *spec.smoke_overrides]
+        if row.method == "idm" and ipc * 4 > DIGITS_SMALLEST_CLASS:
+            overrides.append("synthetic.init=noise")  # too few digits for real mosaics
+        if row.method == "mtt":
+            overrides.append(f"method.buffer={_smoke_dir(root, 'experts')}")
+        if _needs_pool(row.regularizers):
+            overrides.append(f"regularizer.cc.pool={_smoke_dir(root, 'pool')}")
+    return overrides
+
+
+def _needs_pool(regularizers: Sequence[str]) -> bool:
+    return any(r in ("iid", "cc") for r in regularizers)
+
+
+def _smoke_dir(root: Path, kind: str) -> Path:
+    return (root / "_prereq" / kind).absolute()
+
+
+def _python(module: str, function: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", f"from {module} import {function}; {function}()")
+
+
+def _prerequisites(spec: TableSpec, scale: str, root: Path) -> list[Prerequisite]:
+    """Smoke: a one-expert buffer, a one-member pool (digits). Paper: paper_prerequisites."""
+    if scale != "smoke":
+        return []
+    wanted = []
+    if any(r.method == "mtt" for r in spec.rows):
+        directory = _smoke_dir(root, "experts")
+        args = (
+            *SMOKE_DATA,
+            "model.width=8",
+            "num_experts=1",
+            "epochs=2",
+            "device=cpu",
+            "progress=false",
+            f"buffer_dir={directory}",
+            f"hydra.run.dir={directory / '_run'}",
+        )
+        wanted.append(
+            Prerequisite(
+                "experts",
+                directory,
+                "experts_*.pt",
+                (*_python("distillkit.experts_cli", "train_experts"), *args),
+                "distillkit-experts " + " ".join(args),
+            )
+        )
+    if any(_needs_pool(r.regularizers) for r in spec.rows):
+        directory = _smoke_dir(root, "pool")
+        args = (
+            *SMOKE_DATA,
+            "pool.size=1",
+            "pool.epochs=1",
+            "device=cpu",
+            "progress=false",
+            f"pool.dir={directory}",
+            f"hydra.run.dir={directory / '_run'}",
+        )
+        wanted.append(
+            Prerequisite(
+                "pool",
+                directory,
+                "pool_*.pt",
+                (*_python("distillkit.pool_cli", "pretrain"), *args),
+                "distillkit-pretrain " + " ".join(args),
+            )
+        )
+    return wanted
+
+
+def compose_job(overrides: Sequence[str]) -> Any:
+    """The composed config of one job (the Hydra compose API; numeric groups quoted)."""
+    from hydra import compose, initialize_config_module
+
+    from distillkit.config import quote_numeric_group_choices
+
+    task = [o for o in overrides if not o.startswith("hydra")]
+    with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
+        return compose("config", overrides=quote_numeric_group_choices(task))
+
+
+def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequisite]:
+    """The expert buffers and IID pools the paper-scale jobs read, found by composing one job of
+    each (method, dataset, ipc) that needs them; each with the published-size build command."""
+    from omegaconf import OmegaConf
+
+    data_args = tuple(o for o in extra if o.startswith(("dataset.", "device=")))
+    wanted: dict[Path, Prerequisite] = {}
+    for job in plan.jobs:
+        row = plan.spec.row(job.row)
+        if job.seed != 0 or not (row.method == "mtt" or _needs_pool(row.regularizers)):
+            continue
+        cfg = compose_job(job.overrides)
+        zca = bool(OmegaConf.select(cfg, "dataset.zca", default=False))
+        base = (f"dataset={job.run_dataset}", *(("dataset.zca=true",) if zca else ()))
+        if row.method == "mtt":
+            directory = Path(str(cfg.method.buffer))
+            args = (*base, *data_args, *PAPER_EXPERTS, f"buffer_dir={directory}")
+            wanted.setdefault(
+                directory,
+                Prerequisite(
+                    "experts",
+                    directory,
+                    "experts_*.pt",
+                    (*_python("distillkit.experts_cli", "train_experts"), *args),
+                    "distillkit-experts " + " ".join(args),
+                ),
+            )
+        if _needs_pool(row.regularizers):
+            directory = Path(str(cfg.regularizer.cc.pool))
+            args = (*base, *data_args, *PAPER_POOL, f"pool.dir={directory}")
+            wanted.setdefault(
+                directory,
+                Prerequisite(
+                    "pool",
+                    directory,
+                    "pool_*.pt",
+                    (*_python("distillkit.pool_cli", "pretrain"), *args),
+                    "distillkit-pretrain " + " ".join(args),
+                ),
+            )
+    return list(wanted.values())

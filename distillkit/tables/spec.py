@@ -1,0 +1,202 @@
+"""Paper tables as data: load and check `experiments/tables/<name>.yaml`.
+
+A table is either a `grid` (rows = method + add-ons, columns = dataset x IPC, optionally split by
+evaluation architecture; each cell is distilled `distillations` times) or a `figure` (a real-data
+analysis command such as the unequalness curve, one job per series). Published numbers sit next to
+the rows they belong to, so the renderer can print ours beside theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Where the table definitions live: $DISTILLKIT_TABLES, else ./experiments/tables, else the
+#: checkout this package was imported from.
+TABLES_ENV_VAR = "DISTILLKIT_TABLES"
+KINDS = ("grid", "figure")
+FIGURE_COMMANDS = ("unequalness",)
+_PUBLISHED = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:±|\+-|\+/-)\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+class TableError(ValueError):
+    """A table that cannot be found or is malformed (reported as one line)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number from a paper: mean and (when printed) std."""
+
+    mean: float
+    std: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.mean:.1f}" if self.std is None else f"{self.mean:.1f} ± {self.std:.1f}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: a base method plus add-ons, with its own extra overrides."""
+
+    name: str
+    label: str
+    method: str
+    regularizers: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Series:
+    """One curve of a figure table: a dataset (plus overrides) the command runs on."""
+
+    name: str
+    label: str
+    dataset: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    kind: str
+    path: Path
+    rows: tuple[Row, ...] = ()
+    datasets: tuple[str, ...] = ()
+    ipcs: tuple[int, ...] = ()
+    #: Evaluation architectures shown as separate columns (None: the run's model only).
+    models: tuple[str, ...] | None = None
+    distillations: int = 1
+    eval_preset: str = "default"
+    num_models: int = 5
+    overrides: tuple[str, ...] = ()
+    smoke_overrides: tuple[str, ...] = ()
+    #: published[row][dataset][ipc] (grid tables; columns split by model use the ConvNet value).
+    published: dict[str, dict[str, dict[int, Published]]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    command: str | None = None
+    series: tuple[Series, ...] = ()
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
+
+    def paper(self, row: str, dataset: str, ipc: int) -> Published | None:
+        return self.published.get(row, {}).get(dataset, {}).get(ipc)
+
+
+def tables_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of table YAMLs (see TABLES_ENV_VAR)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(TABLES_ENV_VAR):
+        return Path(os.environ[TABLES_ENV_VAR])
+    local = Path("experiments/tables")
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parents[2] / "experiments" / "tables"
+
+
+def available_tables(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in tables_dir(directory).glob("*.yaml"))
+
+
+def load_table(name: str, directory: Path | None = None) -> TableSpec:
+    """The table `name`; an unknown name lists the available ones."""
+    folder = tables_dir(directory)
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_tables(folder)) or "none"
+        raise TableError(f"unknown table {name!r} (in {folder}); available: {known}")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return _parse(name, path, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TableError(f"{path}: {exc}") from None
+
+
+def parse_published(value: Any) -> Published | None:
+    """`"28.3±0.5"`, `"28.3 +- 0.5"`, `28.3` -> Published; empty/None/"–" -> None."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "-", "–")):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Published(float(value))
+    match = _PUBLISHED.match(str(value))
+    if not match:
+        raise ValueError(f"cannot read published number {value!r} (write e.g. '28.3±0.5')")
+    std = match.group(2)
+    return Published(float(match.group(1)), float(std) if std is not None else None)
+
+
+def _strings(values: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in (values or ()))
+
+
+def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
+    kind = str(data.get("kind", "grid"))
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    common = {
+        "name": name,
+        "title": str(data.get("title", name)),
+        "kind": kind,
+        "path": path,
+        "overrides": _strings(data.get("overrides")),
+        "smoke_overrides": _strings(data.get("smoke_overrides")),
+        "notes": _strings(data.get("notes")),
+    }
+    if kind == "figure":
+        command = str(data["command"])
+        if command not in FIGURE_COMMANDS:
+            raise ValueError(f"command must be one of {', '.join(FIGURE_COMMANDS)}")
+        series = tuple(
+            Series(
+                name=str(s["name"]),
+                label=str(s.get("label", s["name"])),
+                dataset=str(s.get("dataset", s["name"])),
+                overrides=_strings(s.get("overrides")),
+            )
+            for s in data["series"]
+        )
+        return TableSpec(**common, command=command, series=series)
+    rows = tuple(
+        Row(
+            name=str(r["name"]),
+            label=str(r.get("label", r["name"])),
+            method=str(r["method"]),
+            regularizers=_strings(r.get("regularizers")),
+            overrides=_strings(r.get("overrides")),
+        )
+        for r in data["rows"]
+    )
+    names = [r.name for r in rows]
+    if len(set(names)) != len(names):
+        raise ValueError("row names must be unique")
+    evaluation = dict(data.get("evaluation") or {})
+    published: dict[str, dict[str, dict[int, Published]]] = {}
+    for row, by_dataset in (data.get("published") or {}).items():
+        if str(row) not in names:
+            raise ValueError(f"published numbers for unknown row {row!r}")
+        published[str(row)] = {
+            str(ds): {int(ipc): p for ipc, v in cells.items() if (p := parse_published(v))}
+            for ds, cells in by_dataset.items()
+        }
+    models = evaluation.get("models")
+    spec = TableSpec(
+        **common,
+        rows=rows,
+        datasets=_strings(data["datasets"]),
+        ipcs=tuple(int(i) for i in data["ipcs"]),
+        models=_strings(models) if models else None,
+        distillations=int(data.get("distillations", 1)),
+        eval_preset=str(evaluation.get("preset", "default")),
+        num_models=int(evaluation.get("num_models", 5)),
+        published=published,
+    )
+    if spec.distillations < 1 or spec.num_models < 1:
+        raise ValueError("distillations and evaluation.num_models must be >= 1")
+    return spec
