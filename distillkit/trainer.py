@@ -264,7 +264,7 @@ class Trainer:
         self.method = build_method(
             method_cfg["name"],
             MethodContext(
-                cfg=method_cfg,
+                cfg={**method_cfg, "runtime": self.cfg.get("runtime")},
                 data=self.data,
                 synthetic=self.synthetic,
                 networks=self.networks,

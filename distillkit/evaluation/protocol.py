@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
+from distillkit.evaluation.stacked import MAX_STACK, supports_stacking, train_and_test_stacked
 from distillkit.networks import NetworkFactory
 from distillkit.progress import progress_bar
 
@@ -33,6 +34,9 @@ class EvalSettings:
     lr_decay_at: float = 0.5
     dsa: bool = True
     test_batch_size: int = 1024
+    #: Train an architecture's models together (stacked parameters under torch.func.vmap):
+    #: same draws as one after another, same accuracies up to float rounding (`stacked.py`).
+    stacked: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
@@ -131,13 +135,31 @@ def evaluate_set(
     Returns {architecture: {mean, std, runs, n}} with accuracies in percent.
     """
     images, labels = images.detach(), labels.detach()
+    stacked = settings.stacked and settings.num_models > 1
     results: dict[str, dict[str, Any]] = {}
     total = len(settings.models) * settings.num_models
     bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")
     for name in settings.models:
         arch = factory.for_architecture(name)
-        accuracies = []
-        for _ in range(settings.num_models):
+        accuracies: list[float] = []
+        if stacked and supports_stacking(arch(torch.Generator().manual_seed(0))):
+            for start in range(0, settings.num_models, MAX_STACK):
+                group = min(MAX_STACK, settings.num_models - start)
+                accuracies += train_and_test_stacked(
+                    arch,
+                    images,
+                    labels,
+                    data.test_images,
+                    data.test_labels,
+                    settings,
+                    augment,
+                    generator,
+                    group,
+                    lr,
+                )
+                bar.update(group)
+                bar.set_postfix({name: f"{accuracies[-1]:.1f}%"}, refresh=False)
+        for _ in range(settings.num_models - len(accuracies)):
             acc = train_and_test(
                 arch,
                 images,
@@ -154,6 +176,8 @@ def evaluate_set(
             accuracies.append(acc)
             bar.update(1)
             bar.set_postfix({name: f"{acc:.1f}%"}, refresh=False)
+        if not all(math.isfinite(acc) for acc in accuracies):
+            raise FloatingPointError(f"evaluation of {name} produced a non-finite accuracy")
         results[name] = summarise(accuracies)
     bar.close()
     return results

@@ -21,6 +21,7 @@ from distillkit.regularizers import (
     regularizer_terms,
     setup_regularizers,
 )
+from distillkit.runtime import Runtime
 
 #: Networks whose `embed` is the flattened `feature_map` (one pass gives both).
 _FLAT_EMBED = (ConvNet, AlexNet, VGG11)
@@ -55,6 +56,24 @@ class DistributionMatching(Method):
         self.loss_regularizers = loss_regularizers(ctx.regularizers)
         self.with_map = needs_feature_map(self.loss_regularizers)
         self.iteration = 0
+        # Speed switches (cfg["runtime"], passed by the trainer): autocast, channels-last and
+        # torch.compile of the network work only; features go back to fp32 before any mean.
+        self.runtime = Runtime.from_config(self.cfg.get("runtime"), self.data.device)
+        with_map = self.with_map
+
+        def embed(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            return embed_and_map(net, x, with_map)
+
+        self.embed = self.runtime.compiled(embed, "the DM embedding")
+
+    def network_pass(self, net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(features, map) of `x` under the runtime's precision and memory format, as fp32."""
+        with self.runtime.autocast():
+            features, fmap = self.embed(net, self.runtime.input(x))
+        if self.runtime.mixed:
+            features = features.float()
+            fmap = None if fmap is None else fmap.float()
+        return features, fmap
 
     def matching_terms(self, net: nn.Module) -> dict[str, Tensor]:
         """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
@@ -66,9 +85,9 @@ class DistributionMatching(Method):
         syn, syn_labels = self.synthetic.batch()
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
         with torch.no_grad():
-            real_features, real_map = embed_and_map(net, real, self.with_map)
+            real_features, real_map = self.network_pass(net, real)
             real_means = class_means(real_features, real_labels, k)
-        syn_features, syn_map = embed_and_map(net, syn, self.with_map)
+        syn_features, syn_map = self.network_pass(net, syn)
         syn_means = class_means(syn_features, syn_labels, k)
         terms = {"match": (real_means - syn_means).pow(2).sum()}
         if self.loss_regularizers:
@@ -94,7 +113,7 @@ class DistributionMatching(Method):
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         self.iteration = iteration
-        net = self.ctx.networks.frozen(self.generator)
+        net = self.runtime.module(self.ctx.networks.frozen(self.generator))
         net.train()
         terms = self.matching_terms(net)
         loss = terms["match"] + terms.pop("regularizers", 0.0)

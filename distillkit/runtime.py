@@ -1,0 +1,185 @@
+"""Speed switches: mixed precision, torch.compile and channels-last, resolved per device.
+
+`Runtime.from_config(cfg["runtime"], device)` turns the config's `auto | fp32 | bf16 | fp16`,
+`auto | true | false` choices into concrete settings. `auto` resolves per device from
+measurements (benchmarks/README.md):
+
+- CPU: fp32, no compile, no channels-last. On the development CPU (AMD EPYC, AVX2, no AVX-512 /
+  AMX) bf16 autocast made a ConvNet forward about 20x slower (no native bf16 arithmetic) and
+  channels-last gave nothing in fp32; torch.compile makes a DM step about 2x faster but costs
+  about a minute of compilation per shape on 2 cores and changes the last bits of the results,
+  so it is opt-in (`runtime.compile=true`), which pays for runs of more than a few dozen
+  iterations at width 128. fp32 eager keeps CPU results bit-reproducible.
+- CUDA: bf16 autocast where the GPU supports it (else fp16 is not chosen automatically: fp32),
+  channels-last and torch.compile.
+
+Only the network work goes under autocast: synthetic images, losses, means and optimiser state
+stay fp32 (features are cast back to fp32 before any reduction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _switch(name: str, value: Any, auto: bool) -> bool:
+    """A config switch: auto | true | false (bools and their YAML spellings accepted)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return auto
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"runtime.{name} must be auto, true or false, got {value!r}")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises bf16 arithmetic (AVX-512 BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def auto_precision(device: torch.device) -> str:
+    """bf16 on CUDA devices that support it, fp32 elsewhere (including every CPU: see module)."""
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved speed settings for one device."""
+
+    device: torch.device
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"runtime.precision must be auto or one of {', '.join(PRECISIONS)}, "
+                f"got {self.precision!r}"
+            )
+
+    @classmethod
+    def from_config(
+        cls, cfg: Mapping[str, Any] | None, device: torch.device | str = "cpu"
+    ) -> Runtime:
+        """Resolve `auto` per device; a missing block means all-auto."""
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - {"precision", "compile", "channels_last"})
+        if unknown:
+            raise ValueError(
+                f"unknown runtime keys {unknown}; allowed: precision, compile, channels_last"
+            )
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        precision = str(cfg.get("precision") or "auto").strip().lower()
+        if precision == "auto":
+            precision = auto_precision(device)
+        return cls(
+            device=device,
+            precision=precision,
+            compile=_switch("compile", cfg.get("compile"), auto=cuda),
+            channels_last=_switch("channels_last", cfg.get("channels_last"), auto=cuda),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The autocast dtype (float32 when no autocast)."""
+        return _DTYPES.get(self.precision, torch.float32)
+
+    @property
+    def mixed(self) -> bool:
+        return self.precision != "fp32"
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """Autocast for the network work (a no-op context for fp32)."""
+        if not self.mixed:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def input(self, x: Tensor) -> Tensor:
+        """`x` in the memory format the networks expect (channels-last for 4-D input when on)."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def module(self, net: nn.Module) -> nn.Module:
+        """`net` converted in place to channels-last when on (4-D weights only)."""
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        return net
+
+    def compiled(self, fn: F, name: str = "") -> F:
+        """`fn` through torch.compile when on, falling back to eager with one clear message if
+        compilation fails (no compiler, an unsupported op, ...); `fn` itself when off."""
+        if not self.compile:
+            return fn
+        return compile_or_eager(fn, name or getattr(fn, "__name__", "function"))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "compile": self.compile,
+            "channels_last": self.channels_last,
+        }
+
+
+def compile_or_eager(fn: F, name: str, **options: Any) -> F:
+    """torch.compile(fn) that turns into plain `fn` for good if compiling or running the compiled
+    code raises; the error is reported once on stderr. An error that eager `fn` raises too (a
+    genuine bug in the caller) still propagates from the eager call."""
+    try:
+        compiled = torch.compile(fn, dynamic=False, **options)
+    except Exception as exc:  # torch.compile itself unavailable (e.g. unsupported Python)
+        _report(name, exc)
+        return fn
+    state = {"eager": False}
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if state["eager"]:
+            return fn(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as exc:
+            state["eager"] = True
+            _report(name, exc)
+            return fn(*args, **kwargs)
+
+    run.compiled_fallback = state  # type: ignore[attr-defined]
+    return run  # type: ignore[return-value]
+
+
+def _report(name: str, exc: BaseException) -> None:
+    detail = " ".join(str(exc).split())[:300]
+    print(
+        f"distillkit: torch.compile of {name} failed, running it eagerly instead "
+        f"(set runtime.compile=false to skip compiling): {type(exc).__name__}: {detail}",
+        file=sys.stderr,
+    )

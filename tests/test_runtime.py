@@ -1,0 +1,102 @@
+"""Runtime switches: auto resolution per device, autocast, channels-last, compile fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillkit.data import load_dataset
+from distillkit.methods import MethodContext, build_method
+from distillkit.networks import NetworkFactory
+from distillkit.runtime import Runtime, compile_or_eager
+from distillkit.seeding import RunGenerators
+from distillkit.synthetic import SyntheticSet
+
+
+def test_auto_resolves_per_device():
+    cpu = Runtime.from_config({"precision": "auto", "compile": "auto", "channels_last": "auto"})
+    assert (cpu.precision, cpu.compile, cpu.channels_last) == ("fp32", False, False)
+    assert Runtime.from_config(None) == cpu
+    cuda = Runtime.from_config({}, "cuda")
+    assert cuda.compile and cuda.channels_last
+    assert cuda.precision in ("bf16", "fp32")
+
+
+def test_explicit_values_and_errors():
+    rt = Runtime.from_config({"precision": "BF16", "compile": False, "channels_last": "true"})
+    assert (rt.precision, rt.compile, rt.channels_last) == ("bf16", False, True)
+    assert rt.dtype == torch.bfloat16 and rt.mixed
+    with pytest.raises(ValueError, match="precision"):
+        Runtime.from_config({"precision": "fp8"})
+    with pytest.raises(ValueError, match="compile"):
+        Runtime.from_config({"compile": "sometimes"})
+    with pytest.raises(ValueError, match="unknown runtime keys"):
+        Runtime.from_config({"precison": "fp32"})
+
+
+def test_autocast_and_memory_format():
+    rt = Runtime.from_config({"precision": "bf16", "channels_last": True})
+    conv = rt.module(torch.nn.Conv2d(3, 4, 3))
+    x = rt.input(torch.randn(2, 3, 8, 8))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with rt.autocast():
+        assert conv(x).dtype == torch.bfloat16
+    with Runtime.from_config({}).autocast():
+        assert conv(x).dtype == torch.float32
+
+
+def test_compile_failure_falls_back_to_eager_with_one_message(capsys, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    calls = []
+
+    def double(x):
+        calls.append(1)
+        return 2 * x
+
+    fn = compile_or_eager(double, "double")
+    assert fn(3) == 6 and fn(4) == 8
+    err = capsys.readouterr().err
+    assert err.count("torch.compile of double failed") == 1 and "runtime.compile=false" in err
+    assert len(calls) == 2
+    assert Runtime.from_config({"compile": False}).compiled(double) is double
+
+
+def dm(runtime, seed=0):
+    data = load_dataset("digits", image_size=8)
+    gens = RunGenerators(seed)
+    synthetic = SyntheticSet.initialise(data, 2, "real", gens["init"])
+    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "runtime": runtime}
+    networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8, "depth": 2})
+    return build_method("dm", MethodContext(cfg, data, synthetic, networks, None, gens))
+
+
+def test_dm_default_runtime_is_plain_fp32():
+    """auto on CPU changes nothing: the same images as a method built without the block."""
+    a, b = dm({"precision": "auto", "compile": "auto", "channels_last": "auto"}), dm(None)
+    for i in range(2):
+        a.step(i), b.step(i)
+    assert torch.equal(a.synthetic.images, b.synthetic.images)
+
+
+def test_dm_under_bf16_and_channels_last_stays_close_to_fp32():
+    fp32 = dm({"precision": "fp32"})
+    mixed = dm({"precision": "bf16", "channels_last": True})
+    assert mixed.runtime.mixed
+    l32, lmx = fp32.step(0)["loss"], mixed.step(0)["loss"]
+    assert lmx.dtype == torch.float32 and mixed.synthetic.images.dtype == torch.float32
+    assert float(lmx) == pytest.approx(float(l32), rel=0.1)
+
+
+@pytest.mark.slow
+def test_dm_compiled_matches_eager():
+    eager, compiled = dm({"compile": False}), dm({"compile": True})
+    for i in range(2):
+        le, lc = eager.step(i)["loss"], compiled.step(i)["loss"]
+        assert float(lc) == pytest.approx(float(le), rel=1e-4)
+    assert getattr(compiled.embed, "compiled_fallback", {}).get("eager") is False
