@@ -78,8 +78,9 @@ def render_figure(spec: TableSpec, scale: str, results_dir: Path) -> dict[str, A
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {spec.title}", "", f"Scale: **{scale}**."]
-    if scale == "smoke" and any(s.dataset != SMOKE_DATASET for s in spec.series):
-        names = ", ".join(dataset_label(s.dataset) for s in spec.series)
+    replaced = sorted({s.dataset for s in spec.series if s.dataset != SMOKE_DATASET})
+    if scale == "smoke" and replaced:
+        names = ", ".join(dataset_label(d) for d in replaced)
         lines.append(
             f"**Smoke scale: the built-in dataset `{SMOKE_DATASET}` was substituted for {names}** "
             "(tiny networks and sizes; the numbers check the plumbing)."

@@ -14,22 +14,62 @@ jobs.json: {"hydra": [master/hydra overrides], "jobs": [[job overrides], ...]}.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 CONFIG_MODULE = "pkg://distillkit.conf"
+#: Set by the table runner for joblib on a multi-GPU machine: number of GPUs, lock folder.
+GPU_SLOTS_ENV = "DISTILLKIT_GPU_SLOTS"
+GPU_LOCKS_ENV = "DISTILLKIT_GPU_LOCKS"
+
+
+@contextlib.contextmanager
+def gpu_slot(cfg: DictConfig) -> Iterator[int | None]:
+    """Hold one free GPU (an flock on `<locks>/gpu<k>.lock`) for the job and set device=cuda:k.
+
+    joblib runs n_jobs workers but does not place them on devices; a lock per GPU makes every
+    running job own one GPU, whatever order the jobs finish in. No-op unless GPU_SLOTS_ENV is set.
+    """
+    slots = int(os.environ.get(GPU_SLOTS_ENV) or 0)
+    if slots <= 0:
+        yield None
+        return
+    locks = Path(os.environ.get(GPU_LOCKS_ENV) or ".gpu_locks")
+    locks.mkdir(parents=True, exist_ok=True)
+    while True:
+        for k in range(slots):
+            handle = (locks / f"gpu{k}.lock").open("w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                with open_dict(cfg):
+                    cfg.device = f"cuda:{k}"
+                yield k
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(0.5)
 
 
 def distill_task(cfg: DictConfig) -> float | None:
     """The `distillkit` job body (failed.json on error); importable, so launchers can pickle it."""
     from distillkit.cli import _distill_job
 
-    return _distill_job.__wrapped__(cfg)
+    with gpu_slot(cfg):
+        return _distill_job.__wrapped__(cfg)
 
 
 def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> list[Any]:
@@ -53,9 +93,9 @@ def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> lis
     GlobalHydra.instance().clear()
     hydra = Hydra.create_main_hydra2("distill", create_config_search_path(CONFIG_MODULE))
     try:
-        cfg = hydra.compose_config(
-            "config", overrides=list(hydra_overrides), run_mode=RunMode.MULTIRUN
-        )
+        # As `distillkit -m` does: hydra.mode reaches every job (failed.json, not an exit).
+        overrides = [*hydra_overrides, "hydra.mode=MULTIRUN"]
+        cfg = hydra.compose_config("config", overrides=overrides, run_mode=RunMode.MULTIRUN)
         callbacks = Callbacks(cfg)
         context = HydraContext(config_loader=hydra.config_loader, callbacks=callbacks)
         callbacks.on_multirun_start(config=cfg, config_name="config")

@@ -133,12 +133,10 @@ def make_plan(
     distillations: int | None = None,
     extra: Sequence[str] = (),
     logger: str = "local",
-    gpus: int = 0,
 ) -> Plan:
     """Every job of a grid table at `scale`, in row, dataset, IPC, seed order.
 
-    `extra` (e.g. `dataset.root=/data`, `device=cuda`) is appended to every job; `gpus` > 0 gives
-    job i `device=cuda:<i mod gpus>` (joblib on a multi-GPU box).
+    `extra` (e.g. `dataset.root=/data`, `device=cuda`) is appended to every job.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -154,8 +152,6 @@ def make_plan(
                 for seed in seeds:
                     overrides = _job_overrides(spec, row.name, dataset, ipc, seed, scale, root)
                     overrides += [*extra, *logger_overrides(logger, spec.name, scale)]
-                    if gpus > 0:
-                        overrides.append(f"device=cuda:{len(jobs) % gpus}")
                     jobs.append(
                         Job(
                             row=row.name,
@@ -261,15 +257,21 @@ def _prerequisites(spec: TableSpec, scale: str, root: Path) -> list[Prerequisite
     return wanted
 
 
-def compose_job(overrides: Sequence[str]) -> Any:
-    """The composed config of one job (the Hydra compose API; numeric groups quoted)."""
+def compose_jobs(jobs: Sequence[Sequence[str]]) -> list[Any]:
+    """The composed config of each job (the Hydra compose API; numeric groups quoted)."""
     from hydra import compose, initialize_config_module
 
     from distillkit.config import quote_numeric_group_choices
 
-    task = [o for o in overrides if not o.startswith("hydra")]
     with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
-        return compose("config", overrides=quote_numeric_group_choices(task))
+        return [
+            compose("config", overrides=quote_numeric_group_choices(list(overrides)))
+            for overrides in jobs
+        ]
+
+
+def compose_job(overrides: Sequence[str]) -> Any:
+    return compose_jobs([overrides])[0]
 
 
 def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequisite]:
@@ -279,11 +281,14 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
 
     data_args = tuple(o for o in extra if o.startswith(("dataset.", "device=")))
     wanted: dict[Path, Prerequisite] = {}
-    for job in plan.jobs:
+    jobs = [
+        j
+        for j in plan.jobs
+        if j.seed == 0
+        and (plan.spec.row(j.row).method == "mtt" or _needs_pool(plan.spec.row(j.row).regularizers))
+    ]
+    for job, cfg in zip(jobs, compose_jobs([j.overrides for j in jobs]), strict=True):
         row = plan.spec.row(job.row)
-        if job.seed != 0 or not (row.method == "mtt" or _needs_pool(row.regularizers)):
-            continue
-        cfg = compose_job(job.overrides)
         zca = bool(OmegaConf.select(cfg, "dataset.zca", default=False))
         base = (f"dataset={job.run_dataset}", *(("dataset.zca=true",) if zca else ()))
         if row.method == "mtt":

@@ -6,7 +6,7 @@ Hydra launcher, then render `results/<table>.md` and `.csv` (and a W&B table wit
 
 Options (key=value): table, scale (paper), launcher (basic, joblib, submitit_local,
 submitit_slurm, slurm_gpu), results (results), distillations (the table's), jobs (joblib
-workers), gpus (joblib: one CUDA device per worker slot, round robin), logger (local, wandb),
+workers), gpus (joblib: N workers, each running job holds one of N GPUs), logger (local, wandb),
 prepare (paper: build missing experts/pools first), dry_run, render_only, tables (folder).
 Any other `key=value` goes to every job (`dataset.root=/data`, `device=cuda`, `logger.wandb.*`);
 `hydra.*` keys go to the launcher (`hydra.launcher.partition=gpu`).
@@ -96,6 +96,8 @@ def hydra_overrides(plan: Plan, opts: Options) -> list[str]:
         out.append(f"hydra/launcher={opts.launcher}")
     if opts.launcher == "joblib" and (opts.jobs or opts.gpus):
         out.append(f"hydra.launcher.n_jobs={opts.jobs or opts.gpus}")
+    if opts.launcher == "joblib" and opts.gpus:
+        out.append("hydra.launcher.batch_size=1")
     return [*out, *opts.hydra]
 
 
@@ -117,6 +119,22 @@ def cpu_threads(scale: str) -> Iterator[dict[str, str]]:
     finally:
         del os.environ["OMP_NUM_THREADS"]
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def gpu_slots(gpus: int, locks: Path) -> Iterator[None]:
+    """gpus=N: every job holds one of N GPUs while it runs (see launch.gpu_slot)."""
+    from distillkit.tables.launch import GPU_LOCKS_ENV, GPU_SLOTS_ENV
+
+    if gpus <= 0:
+        yield
+        return
+    os.environ[GPU_SLOTS_ENV], os.environ[GPU_LOCKS_ENV] = str(gpus), str(locks.absolute())
+    try:
+        yield
+    finally:
+        os.environ.pop(GPU_SLOTS_ENV, None)
+        os.environ.pop(GPU_LOCKS_ENV, None)
 
 
 def launch_jobs(plan: Plan, opts: Options) -> list[str]:
@@ -147,7 +165,7 @@ def launch_jobs(plan: Plan, opts: Options) -> list[str]:
     )
     from distillkit.tables.launch import launch
 
-    with cpu_threads(plan.scale):
+    with cpu_threads(plan.scale), gpu_slots(opts.gpus, plan.root / ".gpu_locks"):
         launch(hydra_overrides(plan, opts), jobs)
     return record["jobs"]
 
@@ -160,6 +178,10 @@ def prepare(plan: Plan, opts: Options) -> None:
     missing = [p for p in needed if not p.ready()]
     if not missing:
         return
+    if opts.dry_run:
+        for p in missing:
+            print(f"distillkit.tables: missing {p.kind}, built by: {p.command}")
+        return
     if plan.scale == "paper" and not opts.prepare:
         commands = "; ".join(p.command for p in missing)
         raise TableError(
@@ -168,8 +190,6 @@ def prepare(plan: Plan, opts: Options) -> None:
         )
     for p in missing:
         print(f"distillkit.tables: building {p.kind} in {p.directory}", flush=True)
-        if opts.dry_run:
-            continue
         with cpu_threads(plan.scale) as env:
             built = subprocess.run(list(p.argv), check=False, env=env).returncode == 0
         if not built or not p.ready():
@@ -204,7 +224,6 @@ def reproduce(opts: Options) -> dict[str, Any]:
         distillations=opts.distillations,
         extra=opts.extra,
         logger=opts.logger,
-        gpus=opts.gpus,
     )
     if not opts.render_only:
         prepare(plan, opts)

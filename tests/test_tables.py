@@ -1,0 +1,313 @@
+"""Paper tables: definitions, the composition of every cell, the renderer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillkit.tables.plan import compose_jobs, make_plan
+from distillkit.tables.render import (
+    CellResult,
+    collect,
+    format_cell,
+    format_delta,
+    format_mean_std,
+    table_rows,
+    to_csv,
+    to_markdown,
+)
+from distillkit.tables.reproduce import Options, hydra_overrides, parse_args
+from distillkit.tables.spec import (
+    Published,
+    TableError,
+    available_tables,
+    load_table,
+    parse_published,
+)
+
+TABLES = Path(__file__).resolve().parents[1] / "experiments" / "tables"
+GRID_TABLES = [n for n in available_tables(TABLES) if load_table(n, TABLES).kind == "grid"]
+#: (table, row): one test each, so no single test composes more than a dozen configs.
+TABLE_ROWS = [(n, r.name) for n in GRID_TABLES for r in load_table(n, TABLES).rows]
+
+# ---------------------------------------------------------------------------------------------
+# Published per-setting values, restated from ../shared/docs/methods.md (independently of
+# conf/), so the test fails if a table cell does not compose to them.
+# ---------------------------------------------------------------------------------------------
+#: MTT table: syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, lr_teacher, zca, batch_syn
+MTT = {
+    ("cifar10", 1): (50, 2, 2, 100, 1e-7, 0.01, True, None),
+    ("cifar10", 10): (30, 2, 20, 100, 1e-5, 0.001, True, None),
+    ("cifar10", 50): (30, 2, 40, 1000, 1e-5, 0.001, False, None),
+    ("cifar100", 1): (20, 3, 20, 1000, 1e-5, 0.01, True, None),
+    ("cifar100", 10): (20, 2, 20, 1000, 1e-5, 0.01, False, None),
+    ("cifar100", 50): (80, 2, 40, 1000, 1e-5, 0.01, True, 125),
+    ("tinyimagenet", 1): (10, 2, 10, 10000, 1e-4, 0.01, False, None),
+    ("tinyimagenet", 10): (20, 2, 40, 10000, 1e-4, 0.01, False, 200),
+    ("tinyimagenet", 50): (20, 2, 40, 10000, 1e-4, 0.01, False, 300),
+}
+#: IDM: ce_weight and the extras (batch_real, net_generate_interval, model_train_steps).
+IDM = {
+    ("cifar10", 1): (0.5, 5000, 5, 10),
+    ("cifar10", 10): (0.5, 256, 30, 10),
+    ("cifar10", 50): (0.1, 256, 30, 10),
+    ("cifar100", 1): (0.5, 5000, 5, 10),
+    ("cifar100", 10): (0.1, 256, 30, 50),
+    ("cifar100", 50): (0.1, 256, 30, 40),
+    ("tinyimagenet", 1): (0.5, 256, 30, 10),
+    ("tinyimagenet", 10): (0.5, 256, 30, 10),
+    ("tinyimagenet", 50): (0.8, 256, 30, 50),
+}
+#: DC/DSA (outer_loop, inner_loop) by IPC.
+LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+#: IID weights per base method: (cc, cm).
+IID = {"dm": (0.05, 0.01), "idm": (0.01, 0.03)}
+
+
+def check_published(cfg, method: str, regularizers: tuple[str, ...], dataset: str, ipc: int):
+    """Every published value that applies to (method, add-ons, dataset, ipc)."""
+    m = cfg.method
+    assert (m.name, cfg.dataset.name, cfg.ipc) == (method, dataset, ipc)
+    keys = {k for r in regularizers for k in (("cc", "cm") if r == "iid" else (r,))}
+    assert sorted(cfg.regularizer or {}) == sorted(keys)
+    assert (cfg.model.name, cfg.model.width, cfg.model.depth) == ("ConvNet", 128, None)
+    assert cfg.model.norm == "instancenorm" and cfg.model.pool == "avgpool"
+    digits_like = dataset in ("svhn", "mnist", "fashion_mnist")
+    assert ("flip" in cfg.dataset.dsa_strategy) is not digits_like
+    ev = cfg.eval
+    assert (ev.lr, ev.momentum, ev.weight_decay, ev.batch_size) == (0.01, 0.9, 0.0005, 256)
+    assert ev.lr_decay_at == 0.5 and ev.always_flip is False
+    dc_on_cifar = method == "dc" and dataset in ("cifar10", "cifar100")
+    assert (ev.dsa, ev.epochs) == ((False, 300) if dc_on_cifar else (True, 1000))
+    if method == "dm":
+        assert (m.iterations, m.lr_img, m.momentum, m.batch_real, m.dsa) == (
+            20000,
+            1.0,
+            0.5,
+            256,
+            True,
+        )
+    elif method in ("dc", "dsa"):
+        assert (m.iterations, m.lr_img, m.momentum, m.lr_net, m.batch_real) == (
+            1000,
+            0.1,
+            0.5,
+            0.01,
+            256,
+        )
+        assert m.dsa is (method == "dsa")
+        assert m.outer_loop is None and m.inner_loop is None
+        assert tuple(m.loops[ipc]) == LOOPS[ipc]
+    elif method == "idm":
+        assert (m.iterations, m.lr_img, m.momentum, m.factor, m.dsa) == (20000, 0.2, 0.5, 2, True)
+        assert (m.initial_nets, m.net_num, m.train_net_num, m.batch_train) == (3, 100, 2, 256)
+        assert (m.lr_net, m.net_momentum, m.net_weight_decay) == (0.01, 0.9, 0.0005)
+        if (dataset, ipc) in IDM:
+            assert (m.ce_weight, m.batch_real, m.net_generate_interval, m.model_train_steps) == (
+                IDM[(dataset, ipc)]
+            )
+    elif method == "mtt":
+        assert (m.iterations, m.momentum, m.dsa) == (5000, 0.5, True)
+        syn, ep, start, lr_img, lr_lr, lr_t, zca, batch = MTT[(dataset, ipc)]
+        assert (m.syn_steps, m.expert_epochs, m.max_start_epoch) == (syn, ep, start)
+        assert (m.lr_img, m.lr_lr, m.lr_teacher) == pytest.approx((lr_img, lr_lr, lr_t))
+        assert (bool(cfg.dataset.zca), m.batch_syn) == (zca, batch)
+    if "iid" in regularizers:  # IID = class centralisation (cc) + covariance matching (cm)
+        cc, cm = cfg.regularizer.cc.weight, cfg.regularizer.cm.weight
+        assert (cc[method], cm[method]) == IID[method]
+        assert cfg.regularizer.cc.form == "linear"
+    if "fyi" in regularizers:
+        assert cfg.regularizer.fyi.flip_real is False
+
+
+@pytest.mark.parametrize(("name", "row_name"), TABLE_ROWS)
+def test_every_cell_composes_to_the_published_settings(name, row_name, tmp_path):
+    spec = load_table(name, TABLES)
+    plan = make_plan(spec, "paper", tmp_path, distillations=2)
+    assert len(plan.jobs) == 2 * len(spec.rows) * len(spec.datasets) * len(spec.ipcs)
+    # Seeds differ only in `seed=`: compose seed 0 of every cell of the row.
+    jobs = [j for j in plan.jobs if j.row == row_name and j.seed == 0]
+    assert len(jobs) == len(spec.datasets) * len(spec.ipcs)
+    row = spec.row(row_name)
+    for job, cfg in zip(jobs, compose_jobs([j.overrides for j in jobs]), strict=True):
+        check_published(cfg, row.method, row.regularizers, job.dataset, job.ipc)
+        assert cfg.seed == 0
+        assert cfg.eval.num_models == spec.num_models
+        assert list(cfg.eval.models) == list(spec.models or ["ConvNet"])
+
+
+def test_required_tables_are_defined():
+    fyi = load_table("fyi", TABLES)
+    assert {r.method for r in fyi.rows} == {"dc", "dsa", "dm", "idm", "mtt"}
+    assert len(fyi.rows) == 10 and fyi.datasets == ("cifar10", "cifar100")
+    assert fyi.ipcs == (1, 10, 50)
+    iid = load_table("iid", TABLES)
+    assert set(iid.datasets) == {"svhn", "cifar10", "cifar100", "tinyimagenet"}
+    assert {r.regularizers for r in iid.rows} == {(), ("iid",)}
+    combined = load_table("combined", TABLES)
+    assert ("fyi", "iid") in {r.regularizers for r in combined.rows}
+    cross = load_table("crossarch", TABLES)
+    assert cross.models == ("ConvNet", "AlexNet", "VGG11", "ResNet18")
+    assert load_table("unequalness", TABLES).kind == "figure"
+
+
+def test_published_numbers_match_the_reference_sheet():
+    fyi = load_table("fyi", TABLES)
+    assert fyi.paper("dm", "cifar10", 10) == Published(48.9, 0.6)
+    assert fyi.paper("dc", "cifar100", 50) is None  # "–" in the sheet: never guessed
+    assert fyi.paper("dm_fyi", "cifar10", 1) is None
+    iid = load_table("iid", TABLES)
+    assert iid.paper("idm_iid", "cifar100", 1) == Published(24.6, 0.1)
+    assert iid.paper("dm", "svhn", 10) is None
+
+
+def test_unknown_table_lists_the_available_ones():
+    with pytest.raises(TableError, match="unknown table 'nope'.*available: .*fyi"):
+        load_table("nope", TABLES)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("28.3±0.5", Published(28.3, 0.5)),
+        ("28.3 ± 0.5", Published(28.3, 0.5)),
+        ("28.3+-0.5", Published(28.3, 0.5)),
+        (67.0, Published(67.0)),
+        ("–", None),
+        (None, None),
+    ],
+)
+def test_parse_published(text, expected):
+    assert parse_published(text) == expected
+
+
+def test_parse_published_refuses_garbage():
+    with pytest.raises(ValueError, match="cannot read"):
+        parse_published("about 40")
+
+
+# --- renderer --------------------------------------------------------------------------------
+
+
+def test_mean_std_and_delta_formatting():
+    assert format_mean_std(48.94, 0.55) == "48.9 ± 0.6"
+    assert format_delta(50.0, Published(48.9, 0.6)) == "+1.1"
+    assert format_delta(47.84, Published(48.9, 0.6)) == "−1.1"
+    assert format_delta(48.9, Published(48.9)) == "0.0"
+    assert format_delta(None, Published(48.9)) == "–"
+    assert format_delta(48.9, None) == "–"
+
+
+def test_cell_status_and_text():
+    assert format_cell(CellResult(2)) == "missing"
+    assert format_cell(CellResult(2, errors=["ConfigError"])) == "failed (ConfigError)"
+    partial = CellResult(2, runs=[40.0, 42.0], done=1)
+    assert partial.status == "partial" and format_cell(partial) == "41.0 ± 1.0 (1/2)"
+    full = CellResult(2, runs=[40.0, 42.0, 41.0, 41.0], done=2)
+    assert full.status == "ok" and format_cell(full) == f"41.0 ± {full.std:.1f}"
+
+
+def _tiny_table(folder: Path, body: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny.yaml").write_text(body)
+
+
+TINY_TABLE = """
+title: Tiny
+datasets: [cifar10]
+ipcs: [1, 10]
+distillations: 2
+rows:
+  - {name: dm, label: DM, method: dm}
+  - {name: dm_fyi, label: DM + FYI, method: dm, regularizers: [fyi]}
+published:
+  dm: {cifar10: {1: 26.0±0.8, 10: 48.9±0.6}}
+"""
+
+
+def _write_result(directory: Path, runs: list[float]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    acc = {"mean": sum(runs) / len(runs), "std": 0.0, "runs": runs, "n": len(runs)}
+    record = {"headline": {"model": "ConvNet"}, "accuracy": {"ConvNet": acc}}
+    (directory / "results.json").write_text(json.dumps(record))
+
+
+def test_render_ours_beside_paper_with_missing_and_failed_cells(tmp_path):
+    _tiny_table(tmp_path / "tables", TINY_TABLE)
+    spec = load_table("tiny", tmp_path / "tables")
+    plan = make_plan(spec, "paper", tmp_path / "results")
+    root = plan.root
+    _write_result(root / "dm/cifar10_ipc1/seed0", [27.0, 29.0])
+    _write_result(root / "dm/cifar10_ipc1/seed1", [27.0, 29.0])
+    _write_result(root / "dm/cifar10_ipc10/seed0", [50.0])  # 1 of 2 distillations
+    failed = root / "dm_fyi/cifar10_ipc1/seed0"
+    failed.mkdir(parents=True)
+    (failed / "failed.json").write_text(json.dumps({"status": "failed", "error": "ConfigError"}))
+    cells = collect(plan)
+    assert cells[("dm", "cifar10", 1, None)].runs == [27.0, 29.0, 27.0, 29.0]
+    md = to_markdown(spec, cells, "paper")
+    lines = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| DM")}
+    assert lines["| DM"] == (
+        "| DM | 28.0 ± 1.0 | 26.0 ± 0.8 | +2.0 | 50.0 ± 0.0 (1/2) | 48.9 ± 0.6 | +1.1 |"
+    )
+    assert lines["| DM + FYI"] == "| DM + FYI | failed (ConfigError) | – | – | missing | – | – |"
+    rows = table_rows(spec, cells, "paper")
+    first = rows[0]
+    assert (first["row"], first["ipc"], first["status"], first["n"]) == ("dm", 1, "ok", 4)
+    assert (first["paper_mean"], first["delta"]) == (26.0, 2.0)
+    csv_text = to_csv(rows)
+    assert csv_text.splitlines()[0].startswith("table,scale,row,label,dataset")
+    assert len(csv_text.splitlines()) == 1 + 4
+
+
+def test_smoke_plan_substitutes_digits_and_says_so(tmp_path):
+    spec = load_table("fyi", TABLES)
+    plan = make_plan(spec, "smoke", tmp_path)
+    assert len(plan.jobs) == 60 and {j.run_dataset for j in plan.jobs} == {"digits"}
+    assert plan.substitutions == {"cifar10": "digits", "cifar100": "digits"}
+    assert [p.kind for p in plan.prerequisites] == ["experts"]
+    mtt = next(j for j in plan.jobs if j.row == "mtt_fyi")
+    assert "regularizer=[fyi]" in mtt.overrides
+    assert any(o.startswith("method.buffer=") for o in mtt.overrides)
+    assert mtt.subdir == "mtt_fyi/cifar10_ipc1/seed0"
+    idm50 = next(j for j in plan.jobs if j.row == "idm" and j.ipc == 50)
+    assert "synthetic.init=noise" in idm50.overrides  # 4 x 50 > the smallest digits class
+    md = to_markdown(spec, collect(plan), "smoke", plan.substitutions)
+    assert "`digits` was substituted for CIFAR-10, CIFAR-100" in md
+
+
+def test_wandb_runs_of_a_table_share_a_group(tmp_path):
+    plan = make_plan(load_table("fyi", TABLES), "smoke", tmp_path, logger="wandb")
+    for job in plan.jobs:
+        assert "logger=wandb" in job.overrides and "logger.wandb.group=fyi" in job.overrides
+
+
+def test_options_and_launcher_overrides(tmp_path):
+    opts = parse_args(
+        ["table=iid", "scale=smoke", "launcher=joblib", "gpus=4", "dataset.root=/d", "hydra.x=1"]
+    )
+    assert (opts.table, opts.scale, opts.gpus) == ("iid", "smoke", 4)
+    assert opts.extra == ["dataset.root=/d"]
+    plan = make_plan(load_table("iid", TABLES), "smoke", tmp_path)
+    master = hydra_overrides(plan, opts)
+    assert "hydra/launcher=joblib" in master and "hydra.launcher.n_jobs=4" in master
+    assert master[-1] == "hydra.x=1"
+    assert hydra_overrides(plan, Options())[1:] == []
+    with pytest.raises(TableError, match="unknown launcher"):
+        parse_args(["launcher=mpi"])
+
+
+def test_slurm_gpu_launcher_config_composes():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (1, 1, "gpu")
