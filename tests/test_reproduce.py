@@ -178,3 +178,18 @@ def test_killed_table_resumes_only_the_missing_cells(tmp_path):
     assert out.returncode == 0, out.stderr
     assert sorted(launches(tmp_path)[-1]) == sorted(set(launches(tmp_path)[0]) - done)
     assert len(list(root.rglob("results.json"))) == 6
+
+
+def test_each_running_job_holds_its_own_gpu(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from distillkit.tables.launch import GPU_LOCKS_ENV, GPU_SLOTS_ENV, gpu_slot
+
+    monkeypatch.setenv(GPU_SLOTS_ENV, "2")
+    monkeypatch.setenv(GPU_LOCKS_ENV, str(tmp_path / "locks"))
+    first, second = OmegaConf.create({"device": "auto"}), OmegaConf.create({"device": "auto"})
+    with gpu_slot(first) as a, gpu_slot(second) as b:
+        assert (a, b) == (0, 1) and (first.device, second.device) == ("cuda:0", "cuda:1")
+    third = OmegaConf.create({"device": "auto"})
+    with gpu_slot(third) as c:  # both released: the first GPU again
+        assert c == 0 and third.device == "cuda:0"

@@ -139,8 +139,6 @@ def gpu_slots(gpus: int, locks: Path) -> Iterator[None]:
 
 def launch_jobs(plan: Plan, opts: Options) -> list[str]:
     """Launch the pending jobs (one Hydra multirun); returns their subdirectories."""
-    from distillkit.config import quote_numeric_group_choices
-
     pending = plan.pending()
     print(
         f"distillkit.tables: {plan.spec.name} ({plan.scale}): {len(plan.jobs) - len(pending)} of "
@@ -151,6 +149,8 @@ def launch_jobs(plan: Plan, opts: Options) -> list[str]:
         for job in pending if opts.dry_run else ():
             print(f"  {job.subdir}: {' '.join(job.overrides)}")
         return [j.subdir for j in pending]
+    from distillkit.config import quote_numeric_group_choices
+
     jobs = [
         [*quote_numeric_group_choices(j.overrides), f"hydra.sweep.subdir='{j.subdir}'"]
         for j in pending
