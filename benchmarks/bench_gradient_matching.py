@@ -16,13 +16,12 @@ Run: .venv/bin/python benchmarks/bench_gradient_matching.py [--width 128] [--rep
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import machine, machine_line, median_time, save
 
 from distillkit.data.real import DatasetInfo, RealData
 from distillkit.methods import MethodContext, build_method
@@ -30,26 +29,6 @@ from distillkit.methods.gradient_matching import class_gradients, matched_parame
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def fake_cifar(per_class: int, classes: int, generator: torch.Generator) -> RealData:
@@ -94,7 +73,8 @@ def main() -> None:
         "syn_gradients": "vmap",
     }
     method = build_method("dc", MethodContext(cfg, data, synthetic, networks, None, gens))
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    info = machine("cpu")
+    print(machine_line(info))
     print(
         f"ConvNet width {args.width} depth {args.depth}, {k} classes x {args.real_per_class} real "
         f"3x32x32, IPC {ipc}, outer_loop {args.outer_loop}, inner_loop {args.inner_loop}, "
@@ -150,6 +130,17 @@ def main() -> None:
     published = 10 * round_s + 9 * 50 * epoch
     print(f"  of which: matching round {round_s:.3f} s, inner epoch {epoch:.4f} s")
     print(f"published IPC-10 loops (10, 50), estimated: {published:.1f} s per outer iteration")
+    results = {
+        "machine": info,
+        "settings": vars(args),
+        "step_s": step,
+        "bare_s": bare,
+        "step_over_bare": step / bare,
+        "round_s": round_s,
+        "inner_epoch_s": epoch,
+        "published_loops_estimate_s": published,
+        "per_class_gradients": {},
+    }
 
     # -- per-class gradients: loop vs vmap -----------------------------------------------------
     net.eval()
@@ -184,6 +175,10 @@ def main() -> None:
             vmap_s.append(median_time(make("vmap"), 1))
         lo, vm = statistics.median(loop_s), statistics.median(vmap_s)
         print(f"  {side:30s} loop {lo:8.3f} s   vmap {vm:8.3f} s   loop/vmap {lo / vm:.2f}")
+        entry = {"loop_s": lo, "vmap_s": vm, "loop_over_vmap": lo / vm}
+        results["per_class_gradients"][side] = entry
+    results["per_class_gradients"]["max_rel_difference"] = err
+    save("gradient_matching", results)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,19 +28,10 @@ import tempfile
 import threading
 import time
 
+from _common import machine, machine_line, save
+
 MODES = ("unrolled", "constant_memory")
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rss_bytes() -> int:
@@ -132,8 +122,6 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def parent(args: argparse.Namespace) -> None:
-    import torch
-
     rows = []
     started = time.perf_counter()
     for mode in MODES:
@@ -153,11 +141,8 @@ def parent(args: argparse.Namespace) -> None:
         f"IPC {args.ipc} (batch {10 * args.ipc}), per-sample DSA; medians of {args.repeats} "
         "fresh processes"
     )
-    print(
-        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} thread(s), device {args.device}"
-        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
-    )
+    info = {**machine(args.device), "threads": args.threads}
+    print(machine_line(info))
     cuda = args.device.startswith("cuda")
     header = f"{'mode':<16} {'syn_steps':>9} {'RSS growth MB':>14} {'s/iteration':>12}"
     print(header + (f" {'CUDA peak MB':>13}" if cuda else ""))
@@ -169,6 +154,12 @@ def parent(args: argparse.Namespace) -> None:
             line += f" {statistics.median(r['cuda_peak_growth_mb'] for r in runs):>13.1f}"
         print(line)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
+    save("mtt_memory", {"machine": info, "settings": vars(args), "rows": [
+        {"mode": mode, "syn_steps": steps,
+         "rss_peak_growth_mb_median": statistics.median(r["rss_peak_growth_mb"] for r in runs),
+         "seconds_median": statistics.median(r["seconds"] for r in runs), "runs": runs}
+        for mode, steps, runs in rows
+    ]})  # fmt: skip
 
 
 def main() -> None:

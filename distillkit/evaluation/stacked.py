@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from distillkit.augment import DSA
+from distillkit.models import VGG11, AlexNet, ConvNet
 from distillkit.networks import NetworkFactory
 
 #: Most models trained in one stack (bounds the activation memory: M times one model's).
@@ -38,6 +39,22 @@ def supports_stacking(net: nn.Module) -> bool:
     norms, BatchNorm's running statistics as stacked buffers, linear layers); dropout cannot
     (vmap would need per-model randomness, which would not match sequential draws)."""
     return all(not isinstance(m, nn.modules.dropout._DropoutNd) for m in net.modules())
+
+
+def use_stacked(net: nn.Module, setting: bool | str, device: torch.device) -> bool:
+    """Whether `eval.stacked` (true | false | auto) stacks models like `net` on `device`.
+
+    auto: on CUDA always (many tiny kernels become few); on CPU for the channel-grouped
+    networks (ConvNet, AlexNet, VGG11), measured faster there (benchmarks/README.md), while the
+    vmap path of the others has no measured gain on a CPU.
+    """
+    if setting is False or not supports_stacking(net):
+        return False
+    if setting is True:
+        return True
+    if str(setting).lower() != "auto":
+        raise ValueError(f"eval.stacked must be true, false or auto, got {setting!r}")
+    return torch.device(device).type == "cuda" or _grouped_layers(net) is not None
 
 
 def _clone(generator: torch.Generator) -> torch.Generator:
@@ -61,8 +78,35 @@ def _epoch_draws(
     return order
 
 
+#: Networks whose logits are classifier(features(x).flatten(1)): the channel-grouped path.
+_GROUPED_NETS = (ConvNet, AlexNet, VGG11)
+_ELEMENTWISE = (
+    nn.Identity, nn.ReLU, nn.Sigmoid, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.AvgPool2d, nn.MaxPool2d,
+)  # fmt: skip
+_GROUPED_LEAVES = (nn.Conv2d, nn.GroupNorm, nn.BatchNorm2d, *_ELEMENTWISE)
+
+
+def _grouped_layers(net: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The feature layers of `net` in order, when every one has a channel-grouped form."""
+    if type(net) not in _GROUPED_NETS:
+        return None
+    leaves = [
+        (f"features.{n}.", m) for n, m in net.features.named_modules() if not list(m.children())
+    ]
+    if not all(isinstance(m, _GROUPED_LEAVES) for _, m in leaves):
+        return None
+    return leaves
+
+
 class StackedModels:
-    """M networks of one architecture held as stacked parameters, called as one function."""
+    """M networks of one architecture held as stacked parameters, called as one function.
+
+    ConvNet, AlexNet and VGG11 run channel-grouped: the M models' activations live side by side
+    as (B, M*C, H, W), every convolution is one grouped convolution, every norm one call with
+    M times the groups, pools and activations act on the wide tensor directly, and the
+    classifier is one batched matmul; no layout changes between layers. Other networks run
+    through `torch.func.vmap` over `functional_call`.
+    """
 
     def __init__(self, nets: Sequence[nn.Module]) -> None:
         if not nets:
@@ -78,6 +122,54 @@ class StackedModels:
 
         self._per_model_inputs = vmap(one, in_dims=(0, 0, 0))
         self._shared_input = vmap(one, in_dims=(0, 0, None))
+        self.layers = _grouped_layers(self.template)
+
+    def _grouped(self, h: Tensor, shared: bool) -> Tensor:
+        """Channel-grouped forward; h is (B, C, H, W) when shared, else (B, M*C, H, W)."""
+        m, p, b = self.num_models, self.params, self.buffers
+        training = self.template.training
+        for prefix, layer in self.layers or ():
+            if isinstance(layer, nn.Conv2d):
+                weight = p[prefix + "weight"]
+                bias = p.get(prefix + "bias")
+                h = F.conv2d(
+                    h,
+                    weight.flatten(0, 1),
+                    None if bias is None else bias.flatten(),
+                    layer.stride,
+                    layer.padding,
+                    layer.dilation,
+                    1 if shared else m,
+                )
+                shared = False
+            elif isinstance(layer, nn.GroupNorm):
+                h = F.group_norm(
+                    h,
+                    m * layer.num_groups,
+                    p[prefix + "weight"].flatten() if layer.affine else None,
+                    p[prefix + "bias"].flatten() if layer.affine else None,
+                    layer.eps,
+                )
+            elif isinstance(layer, nn.BatchNorm2d):
+                running = layer.track_running_stats
+                use_batch = training or not running
+                if running and training:
+                    b[prefix + "num_batches_tracked"].add_(1)
+                h = F.batch_norm(
+                    h,
+                    b[prefix + "running_mean"].view(-1) if running else None,
+                    b[prefix + "running_var"].view(-1) if running else None,
+                    p[prefix + "weight"].flatten() if layer.affine else None,
+                    p[prefix + "bias"].flatten() if layer.affine else None,
+                    use_batch,
+                    layer.momentum if layer.momentum is not None else 0.0,
+                    layer.eps,
+                )
+            else:
+                h = layer(h)
+        features = h.reshape(h.shape[0], m, -1).transpose(0, 1)  # (M, B, D)
+        weight, bias = p["classifier.weight"], p["classifier.bias"]
+        return torch.baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2))
 
     def train(self, mode: bool = True) -> StackedModels:
         self.template.train(mode)
@@ -88,10 +180,14 @@ class StackedModels:
 
     def __call__(self, x: Tensor) -> Tensor:
         """x (M, B, C, H, W), one batch per model -> logits (M, B, K)."""
+        if self.layers is not None:
+            return self._grouped(x.transpose(0, 1).flatten(1, 2), shared=False)
         return self._per_model_inputs(self.params, self.buffers, x)
 
     def shared(self, x: Tensor) -> Tensor:
         """x (B, C, H, W), the same batch for every model -> logits (M, B, K)."""
+        if self.layers is not None:
+            return self._grouped(x, shared=True)
         return self._shared_input(self.params, self.buffers, x)
 
     def unstack(self, factory: NetworkFactory, generator: torch.Generator) -> list[nn.Module]:
