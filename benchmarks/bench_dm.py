@@ -134,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     if args.quick:
-        args.repeats, args.probe_images = min(args.repeats, 3), min(args.probe_images, 128)
+        args.repeats, args.probe_images = min(args.repeats, 3), min(args.probe_images, 64)
     device, k, ipc = args.device, args.classes, args.ipc
     info = machine(device)
     print(machine_line(info))

@@ -123,10 +123,14 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def input(self, x: Tensor) -> Tensor:
-        """`x` in the memory format the networks expect (channels-last for 4-D input when on)."""
+        """`x` in the memory format the networks expect (channels-last for 4-D input when on).
+
+        Compiled code is specialised to its input strides: some DSA ops return permuted
+        layouts, so with compile on the input is made contiguous (no recompile per family).
+        """
         if self.channels_last and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x.contiguous() if self.compile else x
 
     def module(self, net: nn.Module) -> nn.Module:
         """`net` converted in place to channels-last when on (4-D weights only)."""
