@@ -139,7 +139,7 @@ def test_unstack_gives_ordinary_modules(digits):
     assert not supports_stacking(torch.nn.Sequential(torch.nn.Dropout()))
 
 
-def test_auto_stacks_grouped_networks_on_cpu_and_everything_on_cuda():
+def test_auto_stacks_on_cuda_only_and_grouped_path_for_convnets():
     from distillkit.evaluation.stacked import use_stacked
 
     conv = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8, "depth": 2})(
@@ -148,8 +148,8 @@ def test_auto_stacks_grouped_networks_on_cpu_and_everything_on_cuda():
     mlp = NetworkFactory("MLP", 1, 10, (8, 8))(torch.Generator().manual_seed(0))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert StackedModels([conv]).layers is not None and StackedModels([mlp]).layers is None
-    assert use_stacked(conv, "auto", cpu) and not use_stacked(mlp, "auto", cpu)
-    assert use_stacked(mlp, "auto", cuda) and use_stacked(mlp, True, cpu)
+    assert not use_stacked(conv, "auto", cpu) and not use_stacked(mlp, "auto", cpu)
+    assert use_stacked(mlp, "auto", cuda) and use_stacked(conv, True, cpu)
     assert not use_stacked(conv, False, cuda)
     with pytest.raises(ValueError, match="eval.stacked"):
         use_stacked(conv, "sometimes", cpu)

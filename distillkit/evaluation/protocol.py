@@ -36,7 +36,7 @@ class EvalSettings:
     test_batch_size: int = 1024
     #: Train an architecture's models together (stacked parameters under torch.func.vmap):
     #: same draws as one after another, same accuracies up to float rounding (`stacked.py`).
-    #: True, False, or "auto" (`stacked.use_stacked`: CUDA always, CPU for ConvNet/AlexNet/VGG).
+    #: True, False, or "auto" (`stacked.use_stacked`: on CUDA, not on CPU).
     stacked: bool | str = False
 
     @classmethod

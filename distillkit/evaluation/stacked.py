@@ -44,9 +44,10 @@ def supports_stacking(net: nn.Module) -> bool:
 def use_stacked(net: nn.Module, setting: bool | str, device: torch.device) -> bool:
     """Whether `eval.stacked` (true | false | auto) stacks models like `net` on `device`.
 
-    auto: on CUDA always (many tiny kernels become few); on CPU for the channel-grouped
-    networks (ConvNet, AlexNet, VGG11), measured faster there (benchmarks/README.md), while the
-    vmap path of the others has no measured gain on a CPU.
+    auto: on CUDA (many tiny kernels become few). Not on CPU: there the work is compute-bound
+    and oneDNN's grouped-convolution backward is slower than M plain ones, so stacking measured
+    between 0.87x and 1.43x of sequential on 2 cores (benchmarks/README.md), and sequential keeps
+    CPU results bit-identical to earlier runs. `true` stacks on any device.
     """
     if setting is False or not supports_stacking(net):
         return False
@@ -54,7 +55,7 @@ def use_stacked(net: nn.Module, setting: bool | str, device: torch.device) -> bo
         return True
     if str(setting).lower() != "auto":
         raise ValueError(f"eval.stacked must be true, false or auto, got {setting!r}")
-    return torch.device(device).type == "cuda" or _grouped_layers(net) is not None
+    return torch.device(device).type == "cuda"
 
 
 def _clone(generator: torch.Generator) -> torch.Generator:
