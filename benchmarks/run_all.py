@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "dsa": ("bench_dsa.py", ["--quick"]),
     "dm": ("bench_dm.py", ["--quick"]),
-    "eval": ("bench_eval.py", ["--quick", "--epochs", "4"]),
+    "eval": ("bench_eval.py", ["--quick", "--epochs", "2"]),
     "profile": ("profile_steps.py", ["--quick"]),
     "gradient_matching": (
         "bench_gradient_matching.py",
