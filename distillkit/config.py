@@ -190,8 +190,27 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             str(name).lower() in known_models,
             f"unknown model {name!r}; available: {', '.join(available_models())}",
         )
+    _check_switches(cfg)
     init = _get(cfg, "synthetic.init")
     _require(init in (None, "real", "noise"), f"synthetic.init must be real or noise, got {init!r}")
+
+
+def _check_switches(cfg: Mapping[str, Any]) -> None:
+    """runtime.* and eval.stacked: refused at start-up, not when the method or evaluation starts."""
+    from distillkit.runtime import Runtime
+
+    runtime = _get(cfg, "runtime")
+    if runtime is not None:
+        try:
+            Runtime.from_config(runtime, "cpu")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    stacked = _get(cfg, "eval.stacked")
+    if stacked is not None and not isinstance(stacked, bool):
+        _require(
+            str(stacked).strip().lower() in ("auto", "true", "false"),
+            f"eval.stacked must be true, false or auto, got {stacked!r}",
+        )
 
 
 def validate_resources(cfg: Mapping[str, Any]) -> None:

@@ -149,6 +149,9 @@ def test_iid_without_a_pool(tiny_config, tmp_path):
         ("checkpoint.every=-1", "checkpoint.every must be >= 0"),
         ("method.momentum=-0.5", "method.momentum must be >= 0"),
         ("log_every=0", "log_every must be >= 1"),
+        ("runtime.precision=fp8", "runtime.precision must be auto or one of"),
+        ("runtime.compile=sometimes", "runtime.compile must be auto, true or false"),
+        ("eval.stacked=maybe", "eval.stacked must be true, false or auto"),
     ],
 )
 def test_negative_rates_and_counts(tiny_config, tmp_path, override, message):
