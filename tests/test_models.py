@@ -195,8 +195,8 @@ def test_bad_norm_on_other_models_raises() -> None:
 
 
 def test_unknown_option_name_raises() -> None:
-    with pytest.raises(TypeError, match="width"):
-        build_model("ResNet18", 3, 10, (16, 16), width=8)
+    with pytest.raises(TypeError, match="depth"):
+        build_model("ResNet18", 3, 10, (16, 16), depth=3)
 
 
 def test_names_are_case_insensitive() -> None:
