@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
+from distillkit.data.real import setting_facts
 from distillkit.io import save_torch
 from distillkit.networks import NetworkFactory
 
@@ -65,15 +66,7 @@ def buffer_meta(info: Any, factory: NetworkFactory, net: nn.Module | None = None
     options = {k: v for k, v in dict(factory.options).items() if v is not None}
     layout = parameter_layout(net)
     return {
-        "dataset": str(info.name),
-        "channels": int(info.channels),
-        "image_size": [int(s) for s in info.image_size],
-        "num_classes": int(info.num_classes),
-        "zca": bool(getattr(info, "zca", False)),
-        "normalisation": {
-            "mean": [float(m) for m in info.mean],
-            "std": [float(s) for s in info.std],
-        },
+        **setting_facts(info),
         # Shown in messages; `architecture` (the module tree) is what is compared, so an alias
         # (ConvNetW32) and its explicit options (ConvNet width=32) are the same network.
         "model": {"name": str(factory.name), **options},

@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from distillkit.data.real import setting_facts
 from distillkit.evaluation.protocol import EvalSettings, train_network
 from distillkit.io import save_torch
 from distillkit.networks import NetworkFactory
@@ -58,17 +59,7 @@ class PoolSettings:
 # -- metadata -----------------------------------------------------------------------------------
 def dataset_meta(info: Any) -> dict[str, Any]:
     """The dataset facts a pool is checked against."""
-    return {
-        "dataset": str(info.name),
-        "channels": int(info.channels),
-        "image_size": [int(s) for s in info.image_size],
-        "num_classes": int(info.num_classes),
-        "zca": bool(getattr(info, "zca", False)),
-        "normalisation": {
-            "mean": [float(m) for m in info.mean],
-            "std": [float(s) for s in info.std],
-        },
-    }
+    return setting_facts(info)
 
 
 def pool_meta(info: Any, factory: NetworkFactory) -> dict[str, Any]:

@@ -32,6 +32,22 @@ class DatasetInfo:
     zca: bool = False
 
 
+def setting_facts(info: Any) -> dict[str, Any]:
+    """The dataset facts a stored artefact (expert buffer, pre-trained pool) must share with the
+    run that uses it: features of another dataset, resolution or whitening are useless there."""
+    return {
+        "dataset": str(info.name),
+        "channels": int(info.channels),
+        "image_size": [int(s) for s in info.image_size],
+        "num_classes": int(info.num_classes),
+        "zca": bool(getattr(info, "zca", False)),
+        "normalisation": {
+            "mean": [float(m) for m in info.mean],
+            "std": [float(s) for s in info.std],
+        },
+    }
+
+
 class RealData:
     """Normalised train/test tensors of one dataset, with per-class lookup and sampling.
 
