@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -247,4 +248,7 @@ def test_wandb_continues_the_same_run(tmp_path):
     assert resumed.logger.wandb_run_id == run_id
     resumed.run()
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
-    assert runs and all(name.endswith(f"-{run_id}") for name in runs), (run_id, runs)
+    # wandb names run folders offline-run-<time>-<id>, adding "-1", "-2", ... when
+    # a folder of that second already exists (both runs can start within a second).
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-(\w+?)(?:-\d+)?", name).group(1) for name in runs}
+    assert runs and ids == {run_id}, (run_id, runs)
