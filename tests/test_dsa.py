@@ -143,6 +143,28 @@ def test_color_follows_formula_without_clamping() -> None:
     assert y.min() < -1.0 and y.max() > 2.0  # far outside [0, 1]: nothing was clamped
 
 
+def test_color_gradient_equals_the_step_by_step_form() -> None:
+    """The fused colour op must pass the same gradient back as brightness, saturation, contrast."""
+    dsa = DSA("color")
+    u = torch.tensor([0.9, 0.1, 0.5, 0.3])
+    p = params_for("color", {"u_brightness": u, "u_saturation": u.flip(0), "u_contrast": u})
+    weights = torch.randn(4, 3, *SIZE, generator=gen(3))
+
+    def grad(apply) -> torch.Tensor:
+        x = images(4).clone().requires_grad_(True)
+        (apply(x) * weights).sum().backward()
+        return x.grad
+
+    def steps(x: torch.Tensor) -> torch.Tensor:
+        e = x + (u.view(-1, 1, 1, 1) - 0.5) * 1.0
+        m = e.mean(dim=1, keepdim=True)
+        e = (e - m) * (u.flip(0).view(-1, 1, 1, 1) * 2.0) + m
+        m = e.mean(dim=(1, 2, 3), keepdim=True)
+        return (e - m) * (u.view(-1, 1, 1, 1) + 0.5) + m
+
+    torch.testing.assert_close(grad(lambda x: dsa.apply(x, p)), grad(steps))
+
+
 def test_scale_and_rotate_geometry() -> None:
     x = torch.arange(81.0).view(1, 1, 9, 9).expand(1, 3, 9, 9)
     dsa_scale, dsa_rot = DSA("scale"), DSA("rotate")

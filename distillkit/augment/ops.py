@@ -28,13 +28,20 @@ def color(
 ) -> Tensor:
     """Brightness, then saturation, then contrast, as in the DSA reference (plain ops, no clamp).
 
+    The three steps are affine per row, so they collapse into one expression over ``x``, its
+    channel mean ``m`` and its overall mean ``M``: ``c s x + c (1 - s) m + (1 - c) M + b``, with
+    b, s, c the brightness shift, saturation and contrast factors (the brightness shift moves both
+    means by b). One full-size pass instead of nine, forward and backward; equal to the step-by-
+    step form up to float rounding (tests/test_dsa.py checks it).
     kornia's colour functions clamp to [0, 1] or go through HSV, so they are not used here.
     """
-    x = x + (_col(u_brightness) - 0.5) * brightness
+    shift = (_col(u_brightness) - 0.5) * brightness
+    sat = _col(u_saturation) * saturation
+    con = _col(u_contrast) + contrast
     mean_c = x.mean(dim=1, keepdim=True)
-    x = (x - mean_c) * (_col(u_saturation) * saturation) + mean_c
-    mean_all = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean_all) * (_col(u_contrast) + contrast) + mean_all
+    mean_all = mean_c.mean(dim=(2, 3), keepdim=True)
+    offset = (con * (1.0 - sat)) * mean_c + ((1.0 - con) * mean_all + shift)
+    return torch.addcmul(offset, x, con * sat)
 
 
 def crop(x: Tensor, shift_y: Tensor, shift_x: Tensor) -> Tensor:
