@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from distillkit.allocator import use_allocator
 from distillkit.config import (
     ConfigError,
     check_numeric_group_choices,
@@ -137,6 +138,7 @@ def evaluate_saved(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
     try:
         results = _evaluate_saved(args)
     except USER_ERRORS as exc:
@@ -219,6 +221,7 @@ def _unequalness_job(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = as_dict(cfg)
+    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
     try:
         device = resolve_device(str(settings["device"]))
         data = load_data(settings["dataset"], device)
@@ -257,6 +260,7 @@ def _cam_job(cfg: DictConfig) -> None:
     from distillkit.trainer import as_dict
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
     try:
         summary = run_cam_analysis(as_dict(cfg), run_dir)
     except USER_ERRORS as exc:

@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from distillkit.allocator import use_allocator
 from distillkit.cli import USER_ERRORS, _report
 from distillkit.config import quote_numeric_group_choices
 
@@ -38,6 +39,7 @@ def _continual_job(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = as_dict(cfg)
+    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
     try:
         device = resolve_device(str(settings["device"]))
         data = load_data(settings["dataset"], device)

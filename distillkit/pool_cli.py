@@ -84,7 +84,10 @@ def run_pretrain(settings: dict[str, Any]) -> dict[str, Any]:
 
 @hydra.main(config_path="pkg://distillkit.conf", config_name="pretrain", version_base="1.3")
 def _pretrain_job(cfg: DictConfig) -> None:
+    from distillkit.allocator import use_allocator
     from distillkit.trainer import as_dict
+
+    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
 
     try:
         summary = run_pretrain(as_dict(cfg))

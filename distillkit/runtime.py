@@ -13,6 +13,10 @@ measurements (benchmarks/README.md):
 - CUDA: bf16 autocast where the GPU supports it (else fp16 is not chosen automatically: fp32),
   channels-last and torch.compile.
 
+`runtime.allocator` (auto | retain | system) is process-wide and applied by the Trainer
+(distillkit/allocator.py): on glibc, auto keeps freed host memory for reuse, which made a CPU DM
+step at width 128 about 1.8x faster without changing a bit of its results.
+
 Only the network work goes under autocast: synthetic images, losses, means and optimiser state
 stay fp32 (features are cast back to fp32 before any reduction).
 """
@@ -28,6 +32,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from distillkit.allocator import check_allocator
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,11 +96,13 @@ class Runtime:
     ) -> Runtime:
         """Resolve `auto` per device; a missing block means all-auto."""
         cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - {"precision", "compile", "channels_last"})
+        unknown = sorted(set(cfg) - {"precision", "compile", "channels_last", "allocator"})
         if unknown:
             raise ValueError(
-                f"unknown runtime keys {unknown}; allowed: precision, compile, channels_last"
+                f"unknown runtime keys {unknown}; allowed: precision, compile, channels_last, "
+                "allocator"
             )
+        check_allocator(cfg.get("allocator"))  # process-wide: applied by the Trainer
         device = torch.device(device)
         cuda = device.type == "cuda"
         precision = str(cfg.get("precision") or "auto").strip().lower()

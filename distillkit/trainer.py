@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import distillkit
+from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
 from distillkit.config import (
     ConfigError,
@@ -55,7 +56,8 @@ CHECKPOINT_KEYS = (
     "config",
 )
 #: Config keys that may differ between a checkpoint's run and the run that resumes it.
-RESUME_FREE_KEYS = frozenset({"resume", "progress"})
+#: (runtime.allocator only decides where host memory comes from: results are the same.)
+RESUME_FREE_KEYS = frozenset({"resume", "progress", "runtime.allocator"})
 
 
 class RunInterrupted(Exception):
@@ -175,7 +177,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Dotted keys whose values differ (keys in RESUME_FREE_KEYS ignored)."""
     a, b = _flatten(saved), _flatten(current)
-    keys = sorted(k for k in set(a) | set(b) if k.split(".")[0] not in RESUME_FREE_KEYS)
+
+    def free(key: str) -> bool:
+        return any(key == f or key.startswith(f + ".") for f in RESUME_FREE_KEYS)
+
+    keys = sorted(k for k in set(a) | set(b) if not free(k))
     return [k for k in keys if a.get(k, "<unset>") != b.get(k, "<unset>")]
 
 
@@ -240,6 +246,7 @@ class Trainer:
         validate_config(self.cfg)
         validate_resources(self.cfg)
         self.device = resolve_device(str(self.cfg["device"]))
+        self.allocator = use_allocator((self.cfg.get("runtime") or {}).get("allocator"))
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         remove_stale_temporaries(self.checkpoint_path)
         resume_from = self.find_checkpoint()
