@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from _common import interleaved, machine, machine_line, medians, save, set_threads
 
+from distillkit.allocator import use_allocator
 from distillkit.augment import DSA, FAMILIES
 
 
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     set_threads(args.threads)
+    use_allocator("auto")  # distillkit's default host allocator (runtime.allocator)
     if args.quick:
         args.repeats, args.calls = min(args.repeats, 9), min(args.calls, 12)
     info = machine("cpu")

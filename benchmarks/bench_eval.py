@@ -22,6 +22,7 @@ import argparse
 import torch
 from _common import interleaved, machine, machine_line, medians, save, set_threads
 
+from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
 from distillkit.evaluation import EvalSettings, train_and_test
 from distillkit.evaluation.stacked import train_and_test_stacked
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 epochs, 5 models, 3 rounds")
     args = parser.parse_args()
     set_threads(args.threads)
+    use_allocator("auto")  # distillkit's default host allocator (runtime.allocator)
     if args.quick:
         args.epochs, args.models, args.repeats = min(args.epochs, 10), [5], min(args.repeats, 3)
     info = machine("cpu")

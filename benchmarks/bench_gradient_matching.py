@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from _common import machine, machine_line, median_time, save
 
+from distillkit.allocator import use_allocator
 from distillkit.data.real import DatasetInfo, RealData
 from distillkit.methods import MethodContext, build_method
 from distillkit.methods.gradient_matching import class_gradients, matched_parameters
@@ -54,6 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    use_allocator("auto")  # distillkit's default host allocator (runtime.allocator)
 
     k, ipc = args.classes, args.ipc
     gens = RunGenerators(0)

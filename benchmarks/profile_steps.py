@@ -21,6 +21,7 @@ from _common import machine, machine_line, save, set_threads
 from bench_dm import fake_cifar
 from torch.profiler import ProfilerActivity, profile
 
+from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
 from distillkit.evaluation import EvalSettings
 from distillkit.evaluation.protocol import train_network
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="128 real images per class")
     args = parser.parse_args()
     set_threads(args.threads)
+    use_allocator("auto")  # distillkit's default host allocator (runtime.allocator)
     if args.quick:
         args.real_per_class = min(args.real_per_class, 128)
     info = machine("cpu")

@@ -53,6 +53,11 @@ def headline() -> list[str]:
             f"{med['bare']:.2f} s: default {med['dm'] / med['bare']:.2f}x, "
             f"{best} {med[best] / med['bare']:.2f}x"
         )
+        if "reference-retain" in med:
+            lines.append(
+                f"  the same loop under distillkit's allocator {med['reference-retain']:.2f} s "
+                f"({med['reference'] / med['reference-retain']:.2f}x from the allocator alone)"
+            )
     if dsa := load("dsa"):
         ops = dsa["ops"]
         ratios = ", ".join(f"{k} {v['ratio']:.2f}" for k, v in ops.items())
