@@ -82,10 +82,12 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--allocator", default="auto", choices=["auto", "retain", "system"],
+                        help="runtime.allocator (default: distillkit's auto)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="10 epochs, 5 models, 3 rounds")
     args = parser.parse_args()
     set_threads(args.threads)
-    use_allocator("auto")  # distillkit's default host allocator (runtime.allocator)
+    print(f"host allocator: {use_allocator(args.allocator)}")
     if args.quick:
         args.epochs, args.models, args.repeats = min(args.epochs, 10), [5], min(args.repeats, 3)
     info = machine("cpu")
@@ -108,7 +110,8 @@ def main() -> None:
             f"{key:<16} {s_:8.2f} {k_:10.2f} {mpm['sequential']:15.2f} "
             f"{mpm['stacked']:19.2f} {r['speedup']:8.2f}x {diff:10.2f}"
         )
-    save("eval", {"machine": info, "settings": vars(args), "results": rows})
+    name = "eval" if args.allocator == "auto" else f"eval_allocator_{args.allocator}"
+    save(name, {"machine": info, "settings": vars(args), "results": rows})
 
 
 if __name__ == "__main__":
