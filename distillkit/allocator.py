@@ -4,10 +4,11 @@ PyTorch's CPU tensors come from the C library's malloc. glibc serves every block
 (its largest dynamic mmap threshold) with a fresh ``mmap`` and unmaps it on free, so every large
 activation of every step is page-faulted and zeroed again by the kernel. On the development CPU
 (2-core AMD EPYC, benchmarks/README.md) that made a ConvNet-3 width-128 forward over 2,560 CIFAR
-images 2x slower than the arithmetic needed, with most of the process's time spent in the
-kernel. ``retain`` tells glibc (``mallopt``) to serve large blocks from its heap and never to
-trim it, so freed memory is reused: the resident size stays at the run's peak instead of
-shrinking between steps. Results are bit-identical: only where memory comes from changes.
+images about 2x slower than the arithmetic needed (1.75 million page faults per DM step, about
+half of its time in the kernel). ``retain`` tells glibc (``mallopt``) to serve large blocks
+from its heap and never to trim it, so freed memory is reused: the resident size stays at the
+run's peak instead of shrinking between steps. Results are bit-identical: only where memory
+comes from changes.
 
 `runtime.allocator`: auto (retain where glibc is the C library) | retain | system.
 """
