@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -32,6 +33,29 @@ FAILED_JOBS: list[tuple[Path, str]] = []
 
 def _report(exc: BaseException) -> None:
     print(f"distillkit: error: {exc}", file=sys.stderr)
+
+
+def run_training_job(
+    train: Callable[[dict[str, Any]], dict[str, Any]],
+    cfg: DictConfig,
+    what: str,
+    count_key: str,
+    dir_key: str,
+) -> None:
+    """A network-training command's job (distillkit-pretrain, distillkit-experts): run `train` on
+    the composed config; a user error is one line and exit 2, success one summary line."""
+    from distillkit.trainer import as_dict
+
+    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
+    try:
+        summary = train(as_dict(cfg))
+    except USER_ERRORS as exc:
+        _report(exc)
+        raise SystemExit(2) from None
+    accs = summary["test_accuracy"]
+    mean = f", final test accuracy {sum(accs) / len(accs):.2f}% (mean)" if accs else ""
+    print(f"{summary[count_key]} {what} trained in {summary['seconds']} s{mean} -> "
+          f"{summary[dir_key]}")  # fmt: skip
 
 
 def _is_multirun() -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from distillkit.cli import USER_ERRORS, _report
+from distillkit.cli import run_training_job
 
 
 def run_experts(settings: dict[str, Any]) -> dict[str, Any]:
@@ -78,22 +78,7 @@ def run_experts(settings: dict[str, Any]) -> dict[str, Any]:
 
 @hydra.main(config_path="pkg://distillkit.conf", config_name="experts", version_base="1.3")
 def _experts_job(cfg: DictConfig) -> None:
-    from distillkit.allocator import use_allocator
-    from distillkit.trainer import as_dict
-
-    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
-
-    try:
-        summary = run_experts(as_dict(cfg))
-    except USER_ERRORS as exc:
-        _report(exc)
-        raise SystemExit(2) from None
-    accs = summary["test_accuracy"]
-    mean = f", final test accuracy {sum(accs) / len(accs):.2f}% (mean)" if accs else ""
-    print(
-        f"{summary['experts_trained']} experts trained in {summary['seconds']} s{mean} "
-        f"-> {summary['buffer_dir']}"
-    )
+    run_training_job(run_experts, cfg, "experts", "experts_trained", "buffer_dir")
 
 
 def train_experts(argv: Sequence[str] | None = None) -> None:

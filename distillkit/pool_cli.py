@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from distillkit.cli import USER_ERRORS, _report
+from distillkit.cli import run_training_job
 
 
 def run_pretrain(settings: dict[str, Any]) -> dict[str, Any]:
@@ -84,22 +84,7 @@ def run_pretrain(settings: dict[str, Any]) -> dict[str, Any]:
 
 @hydra.main(config_path="pkg://distillkit.conf", config_name="pretrain", version_base="1.3")
 def _pretrain_job(cfg: DictConfig) -> None:
-    from distillkit.allocator import use_allocator
-    from distillkit.trainer import as_dict
-
-    use_allocator()  # reuse freed host memory (distillkit/allocator.py)
-
-    try:
-        summary = run_pretrain(as_dict(cfg))
-    except USER_ERRORS as exc:
-        _report(exc)
-        raise SystemExit(2) from None
-    accs = summary["test_accuracy"]
-    mean = f", test accuracy {sum(accs) / len(accs):.2f}% (mean)" if accs else ""
-    print(
-        f"{summary['members_trained']} pool members trained in {summary['seconds']} s{mean} "
-        f"-> {summary['pool_dir']}"
-    )
+    run_training_job(run_pretrain, cfg, "pool members", "members_trained", "pool_dir")
 
 
 def pretrain(argv: Sequence[str] | None = None) -> None:
