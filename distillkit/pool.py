@@ -171,6 +171,14 @@ def write_shard(
     return save_torch(state, shard_path(Path(directory), index))
 
 
+def check_pool_size(size: int, members_per_shard: int) -> None:
+    """ValueError unless both counts are >= 1 (checked before any data is loaded)."""
+    if size < 1 or members_per_shard < 1:
+        raise ValueError(
+            f"pool.size and members_per_shard must be >= 1, got {size}, {members_per_shard}"
+        )
+
+
 def train_pool(
     directory: str | Path,
     data: Any,
@@ -190,10 +198,7 @@ def train_pool(
     `on_member(i, net)` may return the member's test accuracy, stored with it.
     """
     directory = Path(directory)
-    if size < 1 or members_per_shard < 1:
-        raise ValueError(
-            f"pool.size and members_per_shard must be >= 1, got {size}, {members_per_shard}"
-        )
+    check_pool_size(size, members_per_shard)
     meta = pool_meta(data.info, factory)
     training = {
         "epochs": settings.epochs,

@@ -28,12 +28,13 @@ def run_pretrain(settings: dict[str, Any]) -> dict[str, Any]:
     from distillkit.config import resolve_device
     from distillkit.evaluation.protocol import test_accuracy
     from distillkit.networks import NetworkFactory
-    from distillkit.pool import PoolSettings, train_pool
+    from distillkit.pool import PoolSettings, check_pool_size, train_pool
     from distillkit.progress import progress_bar
     from distillkit.seeding import RunGenerators
     from distillkit.trainer import load_data
 
     pool = settings["pool"]
+    check_pool_size(int(pool["size"]), int(pool["members_per_shard"]))
     device = resolve_device(str(settings["device"]))
     data = load_data(settings["dataset"], device)
     networks = NetworkFactory.from_config(settings["model"], data.info, device)

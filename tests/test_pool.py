@@ -149,3 +149,17 @@ def test_distillkit_pretrain_cli_writes_a_pool_cc_can_open(tmp_path, capsys, dig
     assert "2 pool members trained" in capsys.readouterr().out
     pool = PretrainedPool.open(out, digits.info)
     assert len(pool) == 2 and len(pool.test_accuracy) == 2
+
+
+def test_distillkit_pretrain_refuses_a_bad_size_before_any_work(tmp_path, capsys, monkeypatch):
+    from distillkit.pool_cli import pretrain
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was loaded before pool.size was checked")
+
+    monkeypatch.setattr("distillkit.trainer.load_data", no_data)
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain(["pool.size=0", "device=cpu", f"hydra.run.dir={tmp_path / 'hydra'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["distillkit: error: pool.size and members_per_shard must be >= 1, got 0, 10"]
