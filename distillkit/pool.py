@@ -57,17 +57,12 @@ class PoolSettings:
 
 
 # -- metadata -----------------------------------------------------------------------------------
-def dataset_meta(info: Any) -> dict[str, Any]:
-    """The dataset facts a pool is checked against."""
-    return setting_facts(info)
-
-
 def pool_meta(info: Any, factory: NetworkFactory) -> dict[str, Any]:
     """Dataset facts plus the network the pool holds (name, options and module tree)."""
     net = factory(torch.Generator().manual_seed(0))
     options = {k: v for k, v in dict(factory.options).items() if v is not None}
     return {
-        **dataset_meta(info),
+        **setting_facts(info),
         "model": {"name": str(factory.name), **options},
         "architecture": repr(net),
     }
@@ -114,7 +109,7 @@ def _same(key: str, saved: Any, expected: Any) -> bool:
 def check_meta(path: Path, saved: Mapping[str, Any], info: Any, command: str) -> None:
     """Refuse a shard made for another dataset; the message names the file, the difference and
     the command that builds a matching pool."""
-    expected = dataset_meta(info)
+    expected = setting_facts(info)
     for key in CHECKED_KEYS:
         if not _same(key, saved.get(key), expected[key]):
             raise PoolError(

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
-from distillkit.evaluation.stacked import MAX_STACK, train_and_test_stacked, use_stacked
+from distillkit.evaluation.stacked import (
+    MAX_STACK,
+    stacking_requested,
+    supports_stacking,
+    train_and_test_stacked,
+)
 from distillkit.networks import NetworkFactory
 from distillkit.progress import progress_bar
 
@@ -34,9 +39,9 @@ class EvalSettings:
     lr_decay_at: float = 0.5
     dsa: bool = True
     test_batch_size: int = 1024
-    #: Train an architecture's models together (stacked parameters under torch.func.vmap):
-    #: same draws as one after another, same accuracies up to float rounding (`stacked.py`).
-    #: True, False, or "auto" (`stacked.use_stacked`: on CUDA, not on CPU).
+    #: Train an architecture's models together (channel-grouped, or torch.func.vmap): same
+    #: draws as one after another, same accuracies up to float rounding (`stacked.py`).
+    #: True, False, or "auto" (`stacked.stacking_requested`: on CUDA, not on CPU).
     stacked: bool | str = False
 
     @classmethod
@@ -136,15 +141,15 @@ def evaluate_set(
     Returns {architecture: {mean, std, runs, n}} with accuracies in percent.
     """
     images, labels = images.detach(), labels.detach()
-    stacked = settings.num_models > 1 and settings.stacked is not False
+    stacked = settings.num_models > 1 and stacking_requested(settings.stacked, images.device)
     results: dict[str, dict[str, Any]] = {}
     total = len(settings.models) * settings.num_models
     bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")
     for name in settings.models:
         arch = factory.for_architecture(name)
         accuracies: list[float] = []
-        probe = arch(torch.Generator().manual_seed(0)) if stacked else None
-        if probe is not None and use_stacked(probe, settings.stacked, images.device):
+        # A throwaway network from its own generator: nothing is drawn from the run's streams.
+        if stacked and supports_stacking(arch(torch.Generator().manual_seed(0))):
             for start in range(0, settings.num_models, MAX_STACK):
                 group = min(MAX_STACK, settings.num_models - start)
                 accuracies += train_and_test_stacked(

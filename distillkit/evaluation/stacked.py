@@ -41,21 +41,24 @@ def supports_stacking(net: nn.Module) -> bool:
     return all(not isinstance(m, nn.modules.dropout._DropoutNd) for m in net.modules())
 
 
-def use_stacked(net: nn.Module, setting: bool | str, device: torch.device) -> bool:
-    """Whether `eval.stacked` (true | false | auto) stacks models like `net` on `device`.
+def stacking_requested(setting: bool | str, device: torch.device) -> bool:
+    """Whether `eval.stacked` (true | false | auto) asks for stacking on `device`.
 
     auto: on CUDA (many tiny kernels become few). Not on CPU: there the work is compute-bound
     and oneDNN's grouped-convolution backward is slower than M plain ones, so stacking measured
-    between 0.87x and 1.43x of sequential on 2 cores (benchmarks/README.md), and sequential keeps
-    CPU results bit-identical to earlier runs. `true` stacks on any device.
+    0.93-0.99x of sequential on a quiet 2-core CPU (0.87-1.43x under load; benchmarks/README.md),
+    and sequential keeps CPU results bit-identical to earlier runs. `true` stacks on any device.
     """
-    if setting is False or not supports_stacking(net):
-        return False
-    if setting is True:
-        return True
+    if setting is False or setting is True:
+        return setting
     if str(setting).lower() != "auto":
         raise ValueError(f"eval.stacked must be true, false or auto, got {setting!r}")
     return torch.device(device).type == "cuda"
+
+
+def use_stacked(net: nn.Module, setting: bool | str, device: torch.device) -> bool:
+    """Whether `eval.stacked` stacks models like `net` on `device` (requested and supported)."""
+    return stacking_requested(setting, device) and supports_stacking(net)
 
 
 def _clone(generator: torch.Generator) -> torch.Generator:
