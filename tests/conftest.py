@@ -53,3 +53,19 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-bin").exists():
         pytest.skip("../shared/data is not present on this machine")
     return SHARED_DATA
+
+
+#: MTT's published settings, restated from ../shared/docs/methods.md (independently of conf/):
+#: (dataset, ipc) -> syn_steps N, expert_epochs M, max_start_epoch T+, lr_img, lr_lr, lr_teacher,
+#: ZCA, batch_syn. tests/test_mtt.py and tests/test_tables.py check the configs against it.
+MTT_PUBLISHED = {
+    ("cifar10", 1): (50, 2, 2, 100, 1e-7, 0.01, True, None),
+    ("cifar10", 10): (30, 2, 20, 100, 1e-5, 0.001, True, None),
+    ("cifar10", 50): (30, 2, 40, 1000, 1e-5, 0.001, False, None),
+    ("cifar100", 1): (20, 3, 20, 1000, 1e-5, 0.01, True, None),
+    ("cifar100", 10): (20, 2, 20, 1000, 1e-5, 0.01, False, None),
+    ("cifar100", 50): (80, 2, 40, 1000, 1e-5, 0.01, True, 125),
+    ("tinyimagenet", 1): (10, 2, 10, 10000, 1e-4, 0.01, False, None),
+    ("tinyimagenet", 10): (20, 2, 40, 10000, 1e-4, 0.01, False, 200),
+    ("tinyimagenet", 50): (20, 2, 40, 10000, 1e-4, 0.01, False, 300),
+}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MTT_PUBLISHED
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -193,25 +194,14 @@ def test_insufficient_expert_epochs_are_refused(digits, factory, buffer_dir):
 
 
 # -- configuration ------------------------------------------------------------------------------
-TABLE = {  # methods.md: N, M, T+, lr_img, lr_lr, lr_teacher, ZCA, batch_syn
-    ("cifar10", 1): (50, 2, 2, 100, 1e-7, 0.01, True, None),
-    ("cifar10", 10): (30, 2, 20, 100, 1e-5, 0.001, True, None),
-    ("cifar10", 50): (30, 2, 40, 1000, 1e-5, 0.001, False, None),
-    ("cifar100", 1): (20, 3, 20, 1000, 1e-5, 0.01, True, None),
-    ("cifar100", 10): (20, 2, 20, 1000, 1e-5, 0.01, False, None),
-    ("cifar100", 50): (80, 2, 40, 1000, 1e-5, 0.01, True, 125),
-    ("tinyimagenet", 1): (10, 2, 10, 10000, 1e-4, 0.01, False, None),
-    ("tinyimagenet", 10): (20, 2, 40, 10000, 1e-4, 0.01, False, 200),
-    ("tinyimagenet", 50): (20, 2, 40, 10000, 1e-4, 0.01, False, 300),
-}
 
 
-@pytest.mark.parametrize("dataset, ipc", sorted(TABLE))
+@pytest.mark.parametrize("dataset, ipc", sorted(MTT_PUBLISHED))
 def test_published_settings_are_picked_up_automatically(dataset, ipc):
     from conftest import compose_config
 
     cfg = compose_config(["method=mtt", f"dataset={dataset}", f"ipc={ipc}"])
-    n, m, t, lr_img, lr_lr, lr_teacher, zca, batch_syn = TABLE[(dataset, ipc)]
+    n, m, t, lr_img, lr_lr, lr_teacher, zca, batch_syn = MTT_PUBLISHED[(dataset, ipc)]
     method = cfg.method
     assert (method.syn_steps, method.expert_epochs, method.max_start_epoch) == (n, m, t)
     assert (method.lr_img, method.lr_lr, method.lr_teacher) == (lr_img, lr_lr, lr_teacher)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import MTT_PUBLISHED
 
 from distillkit.tables.plan import compose_jobs, make_plan
 from distillkit.tables.render import (
@@ -36,18 +37,6 @@ TABLE_ROWS = [(n, r.name) for n in GRID_TABLES for r in load_table(n, TABLES).ro
 # Published per-setting values, restated from ../shared/docs/methods.md (independently of
 # conf/), so the test fails if a table cell does not compose to them.
 # ---------------------------------------------------------------------------------------------
-#: MTT table: syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, lr_teacher, zca, batch_syn
-MTT = {
-    ("cifar10", 1): (50, 2, 2, 100, 1e-7, 0.01, True, None),
-    ("cifar10", 10): (30, 2, 20, 100, 1e-5, 0.001, True, None),
-    ("cifar10", 50): (30, 2, 40, 1000, 1e-5, 0.001, False, None),
-    ("cifar100", 1): (20, 3, 20, 1000, 1e-5, 0.01, True, None),
-    ("cifar100", 10): (20, 2, 20, 1000, 1e-5, 0.01, False, None),
-    ("cifar100", 50): (80, 2, 40, 1000, 1e-5, 0.01, True, 125),
-    ("tinyimagenet", 1): (10, 2, 10, 10000, 1e-4, 0.01, False, None),
-    ("tinyimagenet", 10): (20, 2, 40, 10000, 1e-4, 0.01, False, 200),
-    ("tinyimagenet", 50): (20, 2, 40, 10000, 1e-4, 0.01, False, 300),
-}
 #: IDM: ce_weight and the extras (batch_real, net_generate_interval, model_train_steps).
 IDM = {
     ("cifar10", 1): (0.5, 5000, 5, 10),
@@ -110,7 +99,7 @@ def check_published(cfg, method: str, regularizers: tuple[str, ...], dataset: st
             )
     elif method == "mtt":
         assert (m.iterations, m.momentum, m.dsa) == (5000, 0.5, True)
-        syn, ep, start, lr_img, lr_lr, lr_t, zca, batch = MTT[(dataset, ipc)]
+        syn, ep, start, lr_img, lr_lr, lr_t, zca, batch = MTT_PUBLISHED[(dataset, ipc)]
         assert (m.syn_steps, m.expert_epochs, m.max_start_epoch) == (syn, ep, start)
         assert (m.lr_img, m.lr_lr, m.lr_teacher) == pytest.approx((lr_img, lr_lr, lr_t))
         assert (bool(cfg.dataset.zca), m.batch_syn) == (zca, batch)
