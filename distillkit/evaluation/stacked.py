@@ -194,16 +194,6 @@ class StackedModels:
             return self._grouped(x, shared=True)
         return self._shared_input(self.params, self.buffers, x)
 
-    def unstack(self, factory: NetworkFactory, generator: torch.Generator) -> list[nn.Module]:
-        """Ordinary modules holding each model's trained weights (for analysis or saving)."""
-        nets = []
-        for m in range(self.num_models):
-            net = factory(generator)
-            state = {k: v[m].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
-            net.load_state_dict(state)
-            nets.append(net)
-        return nets
-
 
 def train_stacked(
     factory: NetworkFactory,
