@@ -270,10 +270,6 @@ def compose_jobs(jobs: Sequence[Sequence[str]]) -> list[Any]:
         ]
 
 
-def compose_job(overrides: Sequence[str]) -> Any:
-    return compose_jobs([overrides])[0]
-
-
 def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequisite]:
     """The expert buffers and IID pools the paper-scale jobs read, found by composing one job of
     each (method, dataset, ipc) that needs them; each with the published-size build command."""
