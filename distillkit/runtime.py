@@ -5,17 +5,18 @@
 measurements (benchmarks/README.md):
 
 - CPU: fp32, no compile, no channels-last. On the development CPU (AMD EPYC, AVX2, no AVX-512 /
-  AMX) bf16 autocast made a ConvNet forward about 20x slower (no native bf16 arithmetic) and
-  channels-last gave nothing in fp32; torch.compile makes a DM step about 2x faster but costs
-  about a minute of compilation per shape on 2 cores and changes the last bits of the results,
-  so it is opt-in (`runtime.compile=true`), which pays for runs of more than a few dozen
-  iterations at width 128. fp32 eager keeps CPU results bit-reproducible.
+  AMX) bf16 autocast made a ConvNet forward 4-40x slower (no native bf16 arithmetic) and
+  channels-last was faster for the width-128 DM step but 1.1-2.2x slower for small networks;
+  torch.compile makes a DM step about 1.6x faster but costs 35-70 s of compilation with a cold
+  cache on 2 cores and changes the last bits of the results, so it is opt-in
+  (`runtime.compile=true`), which pays for runs of more than a few dozen iterations at width
+  128. fp32 eager keeps CPU results bit-reproducible.
 - CUDA: bf16 autocast where the GPU supports it (else fp16 is not chosen automatically: fp32),
   channels-last and torch.compile.
 
 `runtime.allocator` (auto | retain | system) is process-wide and applied by the Trainer
-(distillkit/allocator.py): on glibc, auto keeps freed host memory for reuse, which made a CPU DM
-step at width 128 about 1.8x faster without changing a bit of its results.
+(distillkit/allocator.py): on glibc, auto keeps freed host memory for reuse, which made the
+per-class DM loop at width 128 2.0x faster on the CPU without changing a bit of its results.
 
 Only the network work goes under autocast: synthetic images, losses, means and optimiser state
 stay fp32 (features are cast back to fp32 before any reduction).
@@ -152,14 +153,6 @@ class Runtime:
         if not self.compile:
             return fn
         return compile_or_eager(fn, name or getattr(fn, "__name__", "function"))
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "device": str(self.device),
-            "precision": self.precision,
-            "compile": self.compile,
-            "channels_last": self.channels_last,
-        }
 
 
 def compile_or_eager(fn: F, name: str, **options: Any) -> F:
