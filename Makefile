@@ -23,7 +23,7 @@ install: $(STAMP) ## Create .venv and install distillkit (editable) with the pin
 demo: $(STAMP) ## Distil digits offline: DM vs random subset at IPC 1 and 10 (a few CPU minutes)
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/distillkit -m experiment=demo method=random,dm ipc=1,10 hydra.sweep.dir=$(DEMO_DIR)
-	$(PY) -m distillkit.summary $(DEMO_DIR)
+	$(VENV)/bin/distillkit-summary $(DEMO_DIR)
 
 test: $(STAMP) ## Run the fast tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)

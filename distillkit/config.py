@@ -1,81 +1,27 @@
-"""Checks on the composed configuration, so a bad run fails before any work with one clear line."""
+"""Checks on the composed configuration, so a bad run fails before any work with one clear line.
+
+Each component checks its own settings (`Settings.from_config`); this module holds the checks
+that cut across components, and the plain-dict view of a composed config the library works on.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-#: Config groups whose options are numbers: `ipc=10` must work as typed.
-NUMERIC_GROUPS = ("ipc",)
+from distillkit.errors import ConfigError
 
-_NUMBER_LIST = re.compile(r"^-?\d+(,-?\d+)*$")
-
-
-class ConfigError(ValueError):
-    """An impossible or inconsistent configuration (reported as one line, no traceback)."""
+__all__ = ["ConfigError", "as_dict", "resolve_device", "validate_config", "validate_resources"]
 
 
-def quote_numeric_group_choices(argv: Sequence[str]) -> list[str]:
-    """Rewrite `ipc=10` as `ipc='10'` (and `ipc=1,10` as `ipc='1','10'`).
-
-    Hydra parses a bare number as an int and refuses ints as config-group choices; quoting makes
-    it the string that names `ipc/10.yaml`. Multirun passes the quoted form on to every job.
-    """
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        bare_key = key.lstrip("+~")
-        if sep and bare_key in NUMERIC_GROUPS and _NUMBER_LIST.match(value):
-            value = ",".join(f"'{v}'" for v in value.split(","))
-            arg = f"{key}={value}"
-        out.append(arg)
-    return out
-
-
-def check_numeric_group_choices(argv: Sequence[str]) -> None:
-    """Refuse `ipc=0` or `ipc=-3` on the command line with one line, before Hydra composes.
-
-    Hydra would report a missing `ipc/0.yaml` with a list of options; the real problem is the
-    value. Positive values without a preset are left to Hydra (a search path may add presets).
-    """
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        bare_key = key.lstrip("+~")
-        if sep and bare_key in NUMERIC_GROUPS and _NUMBER_LIST.match(value.replace("'", "")):
-            for number in value.replace("'", "").split(","):
-                _require(int(number) >= 1, f"{bare_key} must be a positive integer, got {number}")
-
-
-#: Groups whose default is "nothing": `experiment=null` on the command line means that default.
-OPTIONAL_GROUPS = ("experiment",)
-#: Groups that always need a choice.
-REQUIRED_GROUPS = ("dataset", "method", "ipc", "model", "eval", "logger")
-
-
-def drop_null_group_choices(argv: Sequence[str]) -> list[str]:
-    """`experiment=null` selects no preset (the default); `method=null` is refused in one line.
-
-    Hydra itself answers a null group choice with a traceback.
-    """
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        bare_key = key.lstrip("+~")
-        if sep and value.strip("'\"").lower() in ("null", "none", ""):
-            if bare_key in OPTIONAL_GROUPS:
-                continue
-            if bare_key == "regularizer":
-                arg = f"{key}=none"
-            _require(
-                bare_key not in REQUIRED_GROUPS,
-                f"{bare_key} needs a choice, got {arg!r} (distillkit --help lists the options)",
-            )
-        out.append(arg)
-    return out
+def as_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A composed config as plain, resolved containers (the library takes no DictConfig)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,38 +71,30 @@ def _integer(cfg: Mapping[str, Any], path: str, minimum: int) -> None:
     _require(int(value) >= minimum, f"{path} must be >= {minimum}, got {value}")
 
 
-#: Method learning rates checked even when they are not numbers (other `lr_*` keys: if numeric).
-LEARNING_RATES = ("lr_img", "lr_lr", "lr_teacher", "lr_net")
 #: Counts that must be at least 1 when set.
 POSITIVE_INTEGERS = (
     "log_every",
     "eval.epochs",
     "eval.batch_size",
     "eval.test_batch_size",
-    "method.batch_real",
-    "method.batch_train",
-    "method.syn_steps",
-    "method.expert_epochs",
-    "method.max_start_epoch",
     "unequalness.num_nets",
     "images.max_per_class",
 )
 #: Counts and intervals where 0 means "none" or "only at the end".
 NON_NEGATIVE_INTEGERS = (
-    "method.iterations",
     "eval.num_models",
     "checkpoint.every",
     "images.every",
     "unequalness.every",
 )
 #: Rates and coefficients that may be 0 but never negative.
-NON_NEGATIVE_NUMBERS = ("method.momentum", "eval.momentum", "eval.weight_decay")
+NON_NEGATIVE_NUMBERS = ("eval.momentum", "eval.weight_decay")
 
 
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """Checks that need no data: numbers in range, known names."""
     from distillkit.data import available_datasets
-    from distillkit.methods import available_methods
+    from distillkit.methods import method_class
     from distillkit.models import available_models
 
     ipc = cfg["ipc"]
@@ -165,14 +103,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         f"ipc must be a positive integer, got {ipc!r}",
     )
     _integer(cfg, "seed", 0)
-    method = cfg["method"]
-    _require(
-        method["name"] in available_methods(),
-        f"unknown method {method['name']!r}; available: {', '.join(available_methods())}",
-    )
-    for key in sorted(str(k) for k in method if str(k).startswith("lr_")):
-        if key in LEARNING_RATES or isinstance(method[key], int | float):
-            _number(cfg, f"method.{key}", 0, strict=True)
+    method = method_class(cfg["method"])
+    method.Settings.from_config(cfg["method"], "method")
     for path in POSITIVE_INTEGERS:
         _integer(cfg, path, 1)
     for path in NON_NEGATIVE_INTEGERS:
@@ -214,22 +146,13 @@ def _check_switches(cfg: Mapping[str, Any]) -> None:
 
 
 def validate_resources(cfg: Mapping[str, Any]) -> None:
-    """Cheap checks of files a run needs, before any data is loaded.
+    """Cheap checks of files a run needs, before any data is loaded (each method names its own:
+    MTT's expert buffer). IID's pools are checked when the add-ons are set up, with the dataset
+    at hand, so the message can give the exact pretrain command."""
+    from distillkit.methods import method_class
 
-    MTT's expert buffer is opened and checked shard by shard later; a missing directory is
-    reported here, before minutes of data loading. (IID's pools are checked when the add-ons are
-    set up, with the dataset at hand, so the message can give the exact pretrain command.)
-    """
-    method = cfg["method"]
-    if method["name"] == "mtt":
-        buffer = method.get("buffer")
-        _require(bool(buffer), "method.buffer: MTT needs an expert buffer directory")
-        path = Path(str(buffer))
-        if not path.is_dir() or not any(path.glob("experts_*.pt")):
-            raise ConfigError(
-                f"{path}: no expert buffer for MTT here (method.buffer); train one with "
-                "distillkit-experts for this dataset and model, or point method.buffer at it"
-            )
+    method = method_class(cfg["method"])
+    method.check_resources(method.Settings.from_config(cfg["method"], "method"))
 
 
 def synthetic_factor(cfg: Mapping[str, Any]) -> int:

@@ -19,13 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from distillkit.addons import AddOn, SetupContext, build_addons
+from distillkit.assembly import Bench, build_distillation, evaluation_augment
+from distillkit.config import synthetic_factor
 from distillkit.data import RealData
 from distillkit.evaluation import EvalSettings, evaluate_set
-from distillkit.methods import MethodContext, build_method
+from distillkit.methods import method_class
 from distillkit.networks import NetworkFactory
-from distillkit.regularizers import SetupContext, build_regularizers
 from distillkit.seeding import RunGenerators, derive_seed
-from distillkit.synthetic import SyntheticSet
 
 FIELDS = ["label", "order", "step", "classes_seen", "new_classes", "images", "model", "mean", "std"]
 
@@ -75,34 +76,20 @@ def distil_classes(
     cfg: Mapping[str, Any],
     data: RealData,
     classes: Sequence[int],
-    regularizers: list[Any],
-    augment: Any,
+    addons: list[AddOn],
     seed: int,
-    factor: int,
 ) -> tuple[Tensor, Tensor, float | None]:
     """Distil IPC images per class of `classes`; returns (images, original labels, eval lr)."""
     sub = restrict_classes(data, classes)
-    generators = RunGenerators(seed)
-    synthetic = SyntheticSet.initialise(
-        sub, int(cfg["ipc"]), cfg["synthetic"]["init"], generators["init"], factor=factor
+    bench = Bench(
+        sub.device,
+        sub,
+        NetworkFactory.from_config(cfg["model"], sub.info, sub.device),
+        RunGenerators(seed),
     )
-    synthetic.transforms = [r.transform for r in regularizers if r.has_transform]
-    method_cfg = cfg["method"]
-    networks = NetworkFactory.from_config(cfg["model"], sub.info, sub.device)
-    method = build_method(
-        method_cfg["name"],
-        MethodContext(
-            cfg=method_cfg,
-            data=sub,
-            synthetic=synthetic,
-            networks=networks,
-            augment=augment if method_cfg.get("dsa") else None,
-            generators=generators,
-            regularizers=regularizers,
-        ),
-    )
+    synthetic, method = build_distillation(cfg, bench, addons)
     if method.optimises:
-        for iteration in range(int(method_cfg.get("iterations", 0))):
+        for iteration in range(int(cfg["method"].get("iterations", 0))):
             method.step(iteration)
     images, labels = synthetic.training_set()
     original = torch.as_tensor(list(classes), device=labels.device)[labels]
@@ -113,39 +100,30 @@ def run_continual(
     cfg: Mapping[str, Any],
     data: RealData,
     device: torch.device,
-    build_dsa: Callable[..., Any],
-    factor: int = 1,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every order, every step: distil the new classes, train on all so far, test on seen.
 
-    Returns one row per (order, step, evaluation model) with accuracies in percent.
+    Returns one row per (order, step, evaluation model) with accuracies in percent. The config
+    is the trainer's (checked by `validate_config` and `validate_against_data` first).
     """
     k = data.info.num_classes
     seed = int(cfg["seed"])
     ipc, steps, orders = int(cfg["ipc"]), int(cfg["steps"]), int(cfg["orders"])
     if orders < 1:
         raise ValueError(f"orders must be >= 1, got {orders}")
-    smallest = int(data.class_counts().min())
-    if cfg["synthetic"]["init"] == "real" and ipc * factor**2 > smallest:
-        raise ValueError(f"ipc={ipc} needs {ipc * factor**2} real images per class, more than "
-                         f"the {smallest} of the smallest class")  # fmt: skip
-    method = cfg["method"]["name"]
-    run_generators = RunGenerators(seed)
+    method = method_class(cfg["method"])
     # Built once: a pool (CC) is loaded and checked against the whole dataset once per run.
-    regularizers = build_regularizers(
+    addons = build_addons(
         cfg.get("regularizer"),
         method,
-        context=SetupContext(data.info, device, run_generators, ipc * factor**2),
+        context=SetupContext(
+            data.info, device, RunGenerators(seed), ipc * synthetic_factor(cfg) ** 2
+        ),
     )
-    augment = build_dsa(cfg["dsa"])
     eval_settings = EvalSettings.from_config(cfg["eval"])
-    eval_augment = (
-        build_dsa(cfg["dsa"], bool(cfg["eval"].get("always_flip", False)))
-        if eval_settings.dsa
-        else None
-    )
-    label = "+".join([method, *sorted(cfg.get("regularizer") or {})])
+    eval_augment = evaluation_augment(cfg)
+    label = "+".join([cfg["method"]["name"], *sorted(cfg.get("regularizer") or {})])
     rows: list[dict[str, Any]] = []
     for o, order in enumerate(class_orders(k, orders, seed)):
         images: list[Tensor] = []
@@ -153,7 +131,7 @@ def run_continual(
         seen: list[int] = []
         for s, new in enumerate(split_steps(order, steps)):
             step_seed = derive_seed(seed, f"continual/{o}/{s}")
-            x, y, lr = distil_classes(cfg, data, new, regularizers, augment, step_seed, factor)
+            x, y, lr = distil_classes(cfg, data, new, addons, step_seed)
             images.append(x)
             labels.append(y)
             seen.extend(new)

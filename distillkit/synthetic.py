@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -48,6 +49,8 @@ class SyntheticSet:
         #: IDM's partition factor: each stored image is a factor x factor mosaic of smaller images.
         self.factor = int(factor)
         self.transforms: list[BatchTransform] = []
+        #: Rows reaching a network per stored row sampled, over the transforms (FYI: 2).
+        self.batch_multiplier = 1
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -79,6 +82,12 @@ class SyntheticSet:
             meta=dataset_meta(data.info),
             factor=factor,
         )
+
+    def use_addons(self, addons: Sequence[Any]) -> None:
+        """Install the add-ons' batch transforms (in order) on the one door to networks."""
+        chosen = [a for a in addons if a.has_transform]
+        self.transforms = [a.transform for a in chosen]
+        self.batch_multiplier = math.prod(a.batch_multiplier for a in chosen)
 
     # -- access ---------------------------------------------------------------------------------
     @property

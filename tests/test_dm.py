@@ -7,7 +7,7 @@ import torch
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
 from distillkit.methods import MethodContext, build_method
-from distillkit.methods.base import class_means
+from distillkit.classwise import class_means
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet

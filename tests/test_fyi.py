@@ -7,7 +7,7 @@ import torch
 from distillkit.data import load_dataset
 from distillkit.methods import MethodContext, build_method
 from distillkit.networks import NetworkFactory
-from distillkit.regularizers import build_regularizers
+from distillkit.addons import build_addons
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -16,7 +16,7 @@ from distillkit.trainer import Trainer
 def fyi_set(ipc: int = 2, factor: int = 1) -> tuple[SyntheticSet, object]:
     data = load_dataset("digits", image_size=8)
     syn = SyntheticSet.initialise(data, ipc, "real", torch.Generator().manual_seed(0), factor)
-    syn.transforms = [r.transform for r in build_regularizers({"fyi": {}}, "dm")]
+    syn.transforms = [r.transform for r in build_addons({"fyi": {}}, "dm")]
     return syn, data
 
 
@@ -92,7 +92,7 @@ def test_flip_real_doubles_real_batches_only_when_asked():
     x, y = data.sample_per_class(2, torch.Generator().manual_seed(0))
     for flip_real, rows in ((False, 20), (True, 40)):
         syn = SyntheticSet.initialise(data, 1, "real", torch.Generator().manual_seed(0))
-        regs = build_regularizers({"fyi": {"flip_real": flip_real}}, "dm")
+        regs = build_addons({"fyi": {"flip_real": flip_real}}, "dm")
         ctx = MethodContext(
             {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 2},
             data,

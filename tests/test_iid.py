@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import distillkit.regularizers.covariance as covariance
+import distillkit.addons.covariance as covariance
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
 from distillkit.methods import MethodContext, build_method
-from distillkit.methods.base import class_means
+from distillkit.classwise import class_means
 from distillkit.networks import NetworkFactory
 from distillkit.pool import PoolSettings, train_pool
-from distillkit.regularizers import LossContext, Regularizer, SetupContext, build_regularizers
-from distillkit.regularizers.centralisation import class_centralisation
-from distillkit.regularizers.covariance import class_covariances, covariance_matching
+from distillkit.addons import LossContext, AddOn, SetupContext, build_addons
+from distillkit.addons.centralisation import class_centralisation
+from distillkit.addons.covariance import class_covariances, covariance_matching
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -47,7 +47,7 @@ def make_method(name: str, reg_cfg: dict, ipc: int = 2, dsa: bool = True, seed: 
     gens = RunGenerators(seed)
     factor = 2 if name == "idm" else 1
     syn = SyntheticSet.initialise(DATA, ipc, "real", gens["init"], factor=factor)
-    regs = build_regularizers(reg_cfg, name)
+    regs = build_addons(reg_cfg, name)
     syn.transforms = [r.transform for r in regs if r.has_transform]
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     cfg = {"name": name, "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "iterations": 5}
@@ -158,7 +158,7 @@ def test_the_gradient_of_each_term_reaches_every_synthetic_image(pool_dir, term,
     assert torch.equal(moved, expected)
 
 
-class Recorder(Regularizer):
+class Recorder(AddOn):
     """Keeps every context it is given (a test double for a loss add-on)."""
 
     name = "recorder"
@@ -212,19 +212,19 @@ def test_dm_step_adds_the_published_weights(pool_dir):
 
 def test_weights_follow_the_base_method_and_can_be_overridden(pool_dir):
     context = SetupContext(DATA.info, images_per_class=4)
-    idm = build_regularizers(iid_cfg(pool_dir), "idm", context=context)
+    idm = build_addons(iid_cfg(pool_dir), "idm", context=context)
     assert {r.name: r.weight for r in idm} == {"cc": 0.01, "cm": 0.03}
-    (cm,) = build_regularizers({"cm": {"weight": 0.2}}, "dm", context=context)
+    (cm,) = build_addons({"cm": {"weight": 0.2}}, "dm", context=context)
     assert cm.weight == 0.2
     with pytest.raises(ValueError, match="no weight for method 'idm'"):
-        build_regularizers({"cm": {"weight": {"dm": 0.01}}}, "idm", context=context)
+        build_addons({"cm": {"weight": {"dm": 0.01}}}, "idm", context=context)
 
 
 @pytest.mark.parametrize("name", ["cc", "cm"])
 @pytest.mark.parametrize("method", ["dc", "dsa", "mtt", "random"])
 def test_unsupported_base_methods_fail_with_a_clear_message(name, method):
     with pytest.raises(ValueError, match=f"{name}' cannot be combined with method '{method}'"):
-        build_regularizers({name: {}}, method)
+        build_addons({name: {}}, method)
 
 
 # -- through the trainer ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from distillkit.experts import ExpertSettings, train_experts
 from distillkit.methods.base import MethodContext
 from distillkit.methods.mtt import FunctionalNetwork, TrajectoryMatching
 from distillkit.networks import NetworkFactory
-from distillkit.regularizers import build_regularizers
+from distillkit.addons import build_addons
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -55,7 +55,7 @@ def build_mtt(
     synthetic = SyntheticSet.initialise(data, ipc, "real", gens["init"])
     if double:
         synthetic.images = synthetic.images.detach().double().requires_grad_(True)
-    regularizers = build_regularizers({"fyi": {}} if fyi else {}, "mtt")
+    regularizers = build_addons({"fyi": {}} if fyi else {}, "mtt")
     synthetic.transforms = [r.transform for r in regularizers if r.has_transform]
     settings = {
         "name": "mtt", "iterations": 3, "syn_steps": 3, "expert_epochs": 2, "max_start_epoch": 2,

@@ -13,8 +13,8 @@ from conftest import TINY
 from distillkit.config import ConfigError
 from distillkit.experts import ExpertBufferError, buffer_meta, write_shard
 from distillkit.networks import NetworkFactory
-from distillkit.regularizers import available_regularizers
-from distillkit.regularizers.base import _REGULARIZERS, Regularizer
+from distillkit.addons import available_addons
+from distillkit.addons.base import _REGULARIZERS, AddOn
 from distillkit.trainer import Trainer, as_dict
 
 
@@ -93,7 +93,7 @@ def test_unknown_regularizer(tiny_config, tmp_path):
 def dc_only_regularizer():
     """A throwaway add-on that serves DC only (removed from the registry afterwards)."""
 
-    class DCOnly(Regularizer):
+    class DCOnly(AddOn):
         name = "test_dc_only"
         supported_methods = frozenset({"dc"})
 
@@ -127,7 +127,7 @@ def test_mtt_with_a_buffer_of_another_model(tiny_config, tmp_path):
     assert "model=" in message
 
 
-@pytest.mark.skipif("cc" not in available_regularizers(), reason="IID is not registered")
+@pytest.mark.skipif("cc" not in available_addons(), reason="IID is not registered")
 def test_iid_without_a_pool(tiny_config, tmp_path):
     missing = tmp_path / "no-pool"
     cfg = tiny_config("method=dm", "regularizer=[iid]", f"regularizer.cc.pool={missing}")

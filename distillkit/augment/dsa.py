@@ -113,12 +113,17 @@ class DSA:
         return names
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> DSA:
-        """Build from a dict or DictConfig holding constructor keys; unknown keys are an error."""
+    def from_config(cls, cfg: Mapping[str, Any], always_flip: bool = False) -> DSA:
+        """Build from a run's `dsa` block (constructor keys; unknown keys are an error).
+
+        `always_flip` forces the FYI reference's flip-first variant (evaluation's switch).
+        """
         items = dict(cfg.items())
         unknown = sorted(set(items) - set(_CONFIG_KEYS))
         if unknown:
             raise ValueError(f"unknown DSA config keys {unknown}; allowed: {list(_CONFIG_KEYS)}")
+        if always_flip:
+            items["always_flip"] = True
         return cls(**items)
 
     @property

@@ -2,7 +2,7 @@
 
 from distillkit.data.errors import DatasetNotFoundError
 from distillkit.data.real import DatasetInfo, RealData
-from distillkit.data.registry import available_datasets, load_dataset
+from distillkit.data.registry import available_datasets, load_dataset, load_from_config
 
 __all__ = [
     "DatasetInfo",
@@ -10,4 +10,5 @@ __all__ = [
     "RealData",
     "available_datasets",
     "load_dataset",
+    "load_from_config",
 ]

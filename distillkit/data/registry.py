@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from distillkit.data.errors import ROOT_ENV_VAR
+from distillkit.errors import ConfigError
 from distillkit.data.image_folder import SPECS as FOLDER_SPECS
 from distillkit.data.image_folder import load_image_folder
 from distillkit.data.raw import RawSplits
@@ -96,3 +97,21 @@ def load_dataset(
         zca_state = ZCAState.from_state_dict(zca_state)
     raw = spec.loader(resolve_root(root), bool(download), **options)
     return raw.to_real(device, zca=zca, zca_state=zca_state)
+
+
+def load_from_config(dataset_cfg: Mapping[str, Any], device: str | torch.device) -> RealData:
+    """Load a run's `dataset` block: its `name`, `root`, `download` and the dataset's options
+    (`dsa_strategy` is the augmentation's, not the loader's); an option the dataset does not take
+    is a ConfigError."""
+    skip = {"name", "root", "download", "dsa_strategy"}
+    options = {k: v for k, v in dataset_cfg.items() if k not in skip}
+    try:
+        return load_dataset(
+            dataset_cfg["name"],
+            root=dataset_cfg.get("root"),
+            download=bool(dataset_cfg.get("download")),
+            device=device,
+            **options,
+        )
+    except TypeError as exc:  # an option the dataset does not take
+        raise ConfigError(f"dataset {dataset_cfg['name']}: {exc}") from None

@@ -51,5 +51,8 @@ class LocalLogger(Logger):
         csv.writer(buffer).writerows([list(columns), *[list(r) for r in rows]])
         save_bytes(buffer.getvalue().encode(), self.run_dir / f"{name}.csv")
 
+    def resume_state(self) -> dict[str, Any]:
+        return {"metrics": list(self.records)}
+
     def finish(self) -> None:
         self._metrics.close()

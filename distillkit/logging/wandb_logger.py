@@ -57,5 +57,8 @@ class WandbLogger(Logger):
         for key, value in values.items():
             self.run.summary[key] = value
 
+    def resume_state(self) -> dict[str, Any]:
+        return {"wandb_run_id": self.run_id}
+
     def finish(self) -> None:
         self.run.finish()

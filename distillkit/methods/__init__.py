@@ -1,6 +1,6 @@
-"""Distillation methods: one module each, one small common interface, one registry."""
+"""Distillation methods: one module each, one small common interface; configs name the class."""
 
-from distillkit.methods.base import Method, MethodContext
-from distillkit.methods.registry import available_methods, build_method, method_class
+from distillkit.methods.base import Method, MethodContext, MethodSettings
+from distillkit.methods.build import build_method, method_class
 
-__all__ = ["Method", "MethodContext", "available_methods", "build_method", "method_class"]
+__all__ = ["Method", "MethodContext", "MethodSettings", "build_method", "method_class"]

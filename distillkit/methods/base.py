@@ -1,4 +1,10 @@
-"""The common interface every distillation method implements."""
+"""The common interface every distillation method implements, and the add-on plumbing they share.
+
+A method is named by its config (`_target_: distillkit.methods.dm.DistributionMatching`); it
+reads its own settings (`Settings`, checked before any data is loaded) and declares whether it
+takes loss add-ons (`takes_loss_addons`): subclasses inherit both, so a DM variant works with
+IID without any other file knowing its name.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
+from distillkit.addons import (
+    AddOn,
+    LossContext,
+    SetupContext,
+    addon_terms,
+    loss_addons,
+    needs_feature_map,
+    setup_addons,
+)
 from distillkit.augment import DSA
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
+from distillkit.settings import Settings, ranged
 from distillkit.synthetic import SyntheticSet
 
 
@@ -25,7 +40,18 @@ class MethodContext:
     networks: NetworkFactory
     augment: DSA | None
     generators: RunGenerators
-    regularizers: list[Any] = field(default_factory=list)
+    addons: list[AddOn] = field(default_factory=list)
+    #: The run's speed switches (`runtime` block); methods that run networks in bulk read it.
+    runtime: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MethodSettings(Settings):
+    """What the trainer reads of every method's config."""
+
+    iterations: int = ranged(0, minimum=0)
+    #: Siamese DSA while distilling (the run's `dsa` block).
+    dsa: bool = False
 
 
 class Method:
@@ -37,13 +63,34 @@ class Method:
     name: ClassVar[str] = "base"
     #: False for baselines that learn nothing (the trainer then runs no iterations).
     optimises: ClassVar[bool] = True
+    #: Whether loss add-ons (IID's CC and CM) may add terms to this method's matching step;
+    #: such a method builds `LossContext`s through `addon_terms`.
+    takes_loss_addons: ClassVar[bool] = False
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg
+        self.settings = self.Settings.from_config(ctx.cfg, "method")
         self.data = ctx.data
         self.synthetic = ctx.synthetic
         self.generator = ctx.generators[f"method/{self.name}"]
+        self.addons = list(ctx.addons)
+        setup_addons(self.addons, self.family(), SetupContext.from_method(ctx))
+        self.loss_addons = loss_addons(self.addons)
+        self.with_map = needs_feature_map(self.loss_addons)
+
+    @classmethod
+    def check_resources(cls, settings: MethodSettings) -> None:
+        """Files the method needs, checked before data is loaded (MTT: its expert buffer)."""
+        del settings
+
+    @classmethod
+    def family(cls) -> tuple[str, ...]:
+        """This method's name, then its base methods' (published add-on weights are per base
+        method: a DM variant uses DM's unless given its own)."""
+        names = [c.name for c in cls.__mro__ if "name" in vars(c) and issubclass(c, Method)]
+        return tuple(n for n in dict.fromkeys(names) if n != "base")
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -59,20 +106,11 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
-    @property
-    def synthetic_batch_multiplier(self) -> int:
-        """How many rows reach the network per stored row sampled (FYI doubles)."""
-        multiplier = 1
-        for regularizer in self.ctx.regularizers:
-            if regularizer.has_transform:
-                multiplier *= regularizer.batch_multiplier
-        return multiplier
-
     def real_view(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """A real batch as it should reach a network: add-ons' real transforms applied."""
-        for regularizer in self.ctx.regularizers:
-            if regularizer.has_real_transform:
-                x, y = regularizer.transform_real(x, y)
+        for addon in self.addons:
+            if addon.has_real_transform:
+                x, y = addon.transform_real(x, y)
         return x, y
 
     def siamese_augment(
@@ -85,9 +123,14 @@ class Method:
         params = augment.sample(n_groups, self.generator, tuple(real.shape[-2:]), real.device)
         return augment.apply(real, params, real_groups), augment.apply(syn, params, syn_groups)
 
+    def addon_terms(self, **batch: Any) -> dict[str, Tensor]:
+        """The loss add-ons' terms for one matching step (`batch`: the `LossContext` fields but
+        the generator): {name: unweighted term, ..., "regularizers": their weighted sum}; {}
+        when the run has none."""
+        if not self.loss_addons:
+            return {}
+        total, terms = addon_terms(
+            self.loss_addons, LossContext(generator=self.generator, **batch)
+        )
+        return {"regularizers": total, **terms}
 
-def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Per-class mean feature vectors (K, D) in one scatter, for any row order or class sizes."""
-    sums = features.new_zeros((num_classes, features.shape[1])).index_add_(0, labels, features)
-    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(features.dtype)
-    return sums / counts[:, None]

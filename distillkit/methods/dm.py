@@ -8,20 +8,16 @@ augmented batches and, when they ask for it, the feature maps of that same forwa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from distillkit.methods.base import Method, MethodContext, class_means
+from distillkit.classwise import class_means
+from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.models import VGG11, AlexNet, ConvNet, ResNet18
-from distillkit.regularizers import (
-    LossContext,
-    SetupContext,
-    loss_regularizers,
-    needs_feature_map,
-    regularizer_terms,
-    setup_regularizers,
-)
 from distillkit.runtime import Runtime
+from distillkit.settings import ranged
 
 #: Networks whose `embed` is the flattened `feature_map` (one pass gives both).
 _FLAT_EMBED = (ConvNet, AlexNet, VGG11)
@@ -40,25 +36,32 @@ def embed_and_map(net: nn.Module, x: Tensor, with_map: bool) -> tuple[Tensor, Te
     return net.embed(x), fmap  # embed is not a function of the map: a second pass
 
 
+@dataclass(frozen=True)
+class DMSettings(MethodSettings):
+    """Defaults are the paper's (conf/method/dm.yaml says where each comes from)."""
+
+    lr_img: float = ranged(1.0, above=0)
+    momentum: float = ranged(0.5, minimum=0)
+    batch_real: int = ranged(256, minimum=1)
+
+
 class DistributionMatching(Method):
     name = "dm"
+    takes_loss_addons = True
+    Settings = DMSettings
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
+        s = self.settings
         self.optimiser = torch.optim.SGD(
-            self.synthetic.parameters(),
-            lr=float(self.cfg["lr_img"]),
-            momentum=float(self.cfg["momentum"]),
+            self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
         )
         # Classes with fewer images than batch_real use all of them (no duplicated rows).
-        self.batch_real = min(int(self.cfg["batch_real"]), int(self.data.class_counts().min()))
-        setup_regularizers(ctx.regularizers, self.name, SetupContext.from_method(ctx))
-        self.loss_regularizers = loss_regularizers(ctx.regularizers)
-        self.with_map = needs_feature_map(self.loss_regularizers)
+        self.batch_real = min(s.batch_real, int(self.data.class_counts().min()))
         self.iteration = 0
-        # Speed switches (cfg["runtime"], passed by the trainer): autocast, channels-last and
-        # torch.compile of the network work only; features go back to fp32 before any mean.
-        self.runtime = Runtime.from_config(self.cfg.get("runtime"), self.data.device)
+        # Speed switches (the run's runtime block): autocast, channels-last and torch.compile of
+        # the network work only; features go back to fp32 before any mean.
+        self.runtime = Runtime.from_config(ctx.runtime, self.data.device)
         with_map = self.with_map
 
         def embed(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -90,8 +93,8 @@ class DistributionMatching(Method):
         syn_features, syn_map = self.network_pass(net, syn)
         syn_means = class_means(syn_features, syn_labels, k)
         terms = {"match": (real_means - syn_means).pow(2).sum()}
-        if self.loss_regularizers:
-            context = LossContext(
+        terms.update(
+            self.addon_terms(
                 iteration=self.iteration,
                 net=net,
                 real=real,
@@ -99,12 +102,10 @@ class DistributionMatching(Method):
                 syn=syn,
                 syn_labels=syn_labels,
                 num_classes=k,
-                generator=self.generator,
                 real_map=real_map,
                 syn_map=syn_map,
             )
-            terms["regularizers"], extra = regularizer_terms(self.loss_regularizers, context)
-            terms.update(extra)
+        )
         return terms
 
     def matching_loss(self, net: nn.Module) -> Tensor:
@@ -120,7 +121,7 @@ class DistributionMatching(Method):
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
-        if not self.loss_regularizers:
+        if not self.loss_addons:
             return {"loss": loss.detach()}
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 

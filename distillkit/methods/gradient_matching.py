@@ -13,6 +13,7 @@ reuses the distance.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -20,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from distillkit.config import ConfigError
-from distillkit.methods.base import Method, MethodContext
+from distillkit.errors import ConfigError
+from distillkit.methods.base import Method, MethodContext, MethodSettings
+from distillkit.settings import ranged
 
 #: Added to the product of the norms in the cosine (the reference's 0.000001).
 EPS = 1e-6
@@ -200,6 +202,32 @@ def resolve_loops(cfg: Mapping[str, Any], ipc: int) -> tuple[int, int]:
 
 
 # -- the methods -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DCSettings(MethodSettings):
+    """Defaults are the paper's (conf/method/dc.yaml says where each comes from)."""
+
+    lr_img: float = ranged(0.1, above=0)
+    momentum: float = ranged(0.5, minimum=0)
+    lr_net: float = ranged(0.01, above=0)
+    batch_real: int = ranged(256, minimum=1)
+    batch_train: int = ranged(256, minimum=1)
+    bn_images_per_class: int = ranged(16, minimum=1)
+    real_gradients: str = "vmap"
+    syn_gradients: str = "vmap"
+    #: Classes per vectorised pass (None or 0: all at once).
+    class_chunk: int | None = ranged(None, minimum=0)
+    #: {ipc: [outer_loop, inner_loop]} as published; explicit loops below override it.
+    loops: Any = None
+    outer_loop: int | None = None
+    inner_loop: int | None = None
+
+    def check(self) -> None:
+        for key in ("real_gradients", "syn_gradients"):
+            mode = getattr(self, key)
+            if mode not in GRADIENT_MODES:
+                raise ConfigError(f"method.{key} must be one of {GRADIENT_MODES}, got {mode!r}")
+
+
 class DatasetCondensation(Method):
     """DC. Uses the context's augmentation in matching (Siamese) and inner loop (per sample)
     when one is given (`method.dsa: true`); `dc.yaml` gives none."""
@@ -207,6 +235,7 @@ class DatasetCondensation(Method):
     name = "dc"
     #: DSA needs an augmentation; DC works with or without one.
     requires_augment: ClassVar[bool] = False
+    Settings = DCSettings
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -216,24 +245,19 @@ class DatasetCondensation(Method):
                 f"method {self.name!r} needs DSA: set method.dsa=true and a dsa.strategy"
             )
         self.augment = augment if augment is not None and augment.enabled else None
-        cfg = self.cfg
+        s = self.settings
         self.optimiser = torch.optim.SGD(
-            self.synthetic.parameters(), lr=float(cfg["lr_img"]), momentum=float(cfg["momentum"])
+            self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
         )
-        self.outer_loop, self.inner_loop = resolve_loops(cfg, self.synthetic.ipc)
+        self.outer_loop, self.inner_loop = resolve_loops(self.cfg, self.synthetic.ipc)
         smallest = int(self.data.class_counts().min())
         # Classes with fewer images than batch_real use all of them (no duplicated rows).
-        self.batch_real = min(int(cfg["batch_real"]), smallest)
-        self.batch_train = int(cfg["batch_train"])
-        self.lr_net = float(cfg["lr_net"])
-        self.bn_images = min(int(cfg.get("bn_images_per_class", 16)), smallest)
-        self.real_mode = str(cfg.get("real_gradients", "vmap"))
-        self.syn_mode = str(cfg.get("syn_gradients", "vmap"))
-        chunk = cfg.get("class_chunk")
-        self.class_chunk = int(chunk) if chunk else None
-        for key, mode in (("real_gradients", self.real_mode), ("syn_gradients", self.syn_mode)):
-            if mode not in GRADIENT_MODES:
-                raise ConfigError(f"method.{key} must be one of {GRADIENT_MODES}, got {mode!r}")
+        self.batch_real = min(s.batch_real, smallest)
+        self.batch_train = s.batch_train
+        self.lr_net = s.lr_net
+        self.bn_images = min(s.bn_images_per_class, smallest)
+        self.real_mode, self.syn_mode = s.real_gradients, s.syn_gradients
+        self.class_chunk = s.class_chunk or None
 
     # -- one round of matching -----------------------------------------------------------------
     def matching_loss(self, net: nn.Module) -> Tensor:

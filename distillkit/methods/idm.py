@@ -13,73 +13,52 @@ and the queue trains on un-augmented real batches unless `train_dsa` is set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillkit.methods.base import Method, MethodContext
+from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.methods.dm import embed_and_map
 from distillkit.methods.model_queue import ModelQueue
-from distillkit.regularizers import (
-    LossContext,
-    SetupContext,
-    loss_regularizers,
-    needs_feature_map,
-    regularizer_terms,
-    setup_regularizers,
-)
+from distillkit.settings import ranged
 
 
 @dataclass(frozen=True)
-class IDMSettings:
+class IDMSettings(MethodSettings):
     """The method's knobs; defaults are the paper's (per-setting values come from conf/tuned)."""
 
-    lr_img: float = 0.2
-    momentum: float = 0.5
-    batch_real: int = 256
-    batch_train: int = 256
-    net_num: int = 100
-    initial_nets: int = 3
-    net_generate_interval: int = 30
-    train_net_num: int = 2
-    model_train_steps: int = 10
-    ce_weight: float = 0.5
+    lr_img: float = ranged(0.2, above=0)
+    momentum: float = ranged(0.5, minimum=0)
+    batch_real: int = ranged(256, minimum=1)
+    batch_train: int = ranged(256, minimum=1)
+    net_num: int = ranged(100, minimum=1)
+    initial_nets: int = ranged(3, minimum=1)
+    net_generate_interval: int = ranged(30, minimum=1)
+    train_net_num: int = ranged(2, minimum=0)
+    model_train_steps: int = ranged(10, minimum=0)
+    ce_weight: float = ranged(0.5, minimum=0)
     #: Iterations between resets of the running accuracies (0 = never). The reference resets
     #: them at every evaluation, every 100 iterations in the published commands.
-    accuracy_reset_interval: int = 100
+    accuracy_reset_interval: int = ranged(100, minimum=0)
     #: Per-sample DSA on the queue's real training batches (the reference trains without).
     train_dsa: bool = False
-    lr_net: float = 0.01
-    net_momentum: float = 0.9
-    net_weight_decay: float = 5e-4
+    lr_net: float = ranged(0.01, above=0)
+    net_momentum: float = ranged(0.9, minimum=0)
+    net_weight_decay: float = ranged(5e-4, minimum=0)
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> IDMSettings:
-        """Keys of `cfg` that name a setting (others, such as `iterations`, are ignored)."""
-        values = {f.name: _as(f.default, cfg[f.name]) for f in fields(cls) if f.name in cfg}
-        settings = cls(**values)
-        if settings.net_generate_interval < 1 or settings.initial_nets < 1:
-            raise ValueError("idm needs net_generate_interval >= 1 and initial_nets >= 1")
-        return settings
-
-
-def _as(default: Any, value: Any) -> Any:
-    """`value` converted to the type of `default` (a YAML `false` stays a bool)."""
-    if isinstance(default, bool) and not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return type(default)(value)
 
 
 class ImprovedDistributionMatching(Method):
     name = "idm"
+    takes_loss_addons = True
+    Settings = IDMSettings
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        s = self.settings = IDMSettings.from_config(self.cfg)
+        s = self.settings
         self.optimiser = torch.optim.SGD(
             self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
         )
@@ -91,9 +70,6 @@ class ImprovedDistributionMatching(Method):
         for _ in range(s.initial_nets):
             self.queue.push()
         self.iterations_done = 0
-        setup_regularizers(ctx.regularizers, self.name, SetupContext.from_method(ctx))
-        self.loss_regularizers = loss_regularizers(ctx.regularizers)
-        self.with_map = needs_feature_map(self.loss_regularizers)
 
     def class_losses(self, net: nn.Module, c: int, real: Tensor) -> tuple[Tensor, Tensor]:
         """(DM term, CE term) of class c: mean-embedding distance between `real` (images of c)
@@ -119,9 +95,9 @@ class ImprovedDistributionMatching(Method):
             "match": (real_mean - features.mean(0)).pow(2).sum(),
             "ce": F.cross_entropy(net.classifier(features), syn_labels),
         }
-        if self.loss_regularizers:
-            # One class per step: its rows form group 0 of a single group.
-            context = LossContext(
+        # One class per step: its rows form group 0 of a single group.
+        terms.update(
+            self.addon_terms(
                 iteration=iteration,
                 net=net,
                 real=real,
@@ -129,12 +105,10 @@ class ImprovedDistributionMatching(Method):
                 syn=syn,
                 syn_labels=syn_groups,
                 num_classes=1,
-                generator=self.generator,
                 real_map=real_map,
                 syn_map=syn_map,
             )
-            terms["regularizers"], extra = regularizer_terms(self.loss_regularizers, context)
-            terms.update(extra)
+        )
         return terms
 
     def step(self, iteration: int) -> dict[str, Tensor]:
@@ -149,7 +123,7 @@ class ImprovedDistributionMatching(Method):
         real, real_labels = self.data.sample_per_class(n, self.generator)
         device = self.synthetic.device
         sums = {name: torch.zeros((), device=device) for name in ("loss", "match", "ce")}
-        sums.update({r.name: torch.zeros((), device=device) for r in self.loss_regularizers})
+        sums.update({r.name: torch.zeros((), device=device) for r in self.loss_addons})
         net.eval()
         net.requires_grad_(False)  # only the synthetic images learn from the matching loss
         try:

@@ -18,6 +18,8 @@ graph and a few parameter vectors whatever N is. dL/dα comes from ‖W_0 − α
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +29,9 @@ from torch.func import functional_call
 
 from distillkit.augment.dsa import DSAParams
 from distillkit.experts import ExpertBuffer, buffer_meta, flatten_parameters
-from distillkit.methods.base import Method, MethodContext
+from distillkit.errors import ConfigError
+from distillkit.methods.base import Method, MethodContext, MethodSettings
+from distillkit.settings import ranged
 
 MODES = ("unrolled", "constant_memory")
 
@@ -65,27 +69,64 @@ class FunctionalNetwork:
         return functional_call(self.net, state, (x,))
 
 
+@dataclass(frozen=True)
+class MTTSettings(MethodSettings):
+    """Defaults are conf/method/mtt.yaml's; per-setting values come from conf/tuned/mtt_*."""
+
+    syn_steps: int = ranged(20, minimum=1)
+    expert_epochs: int = ranged(2, minimum=1)
+    max_start_epoch: int = ranged(20, minimum=1)
+    lr_img: float = ranged(1000.0, above=0)
+    lr_lr: float = ranged(1e-5, above=0)
+    lr_teacher: float = ranged(0.01, above=0)
+    momentum: float = ranged(0.5, minimum=0)
+    #: Synthetic rows per student step: None or "all" (every stored row) or a count.
+    batch_syn: Any = None
+    mode: str = "unrolled"
+    #: The expert buffer directory (distillkit-experts).
+    buffer: str | None = None
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"method.mode must be one of {MODES}, got {self.mode!r}")
+        ok = self.batch_syn in (None, "all") or (
+            isinstance(self.batch_syn, int) and not isinstance(self.batch_syn, bool)
+            and self.batch_syn >= 1
+        )  # fmt: skip
+        if not ok:
+            raise ConfigError(f"method.batch_syn must be all, null or >= 1, got {self.batch_syn!r}")
+
+
 class TrajectoryMatching(Method):
     name = "mtt"
+    Settings = MTTSettings
+
+    @classmethod
+    def check_resources(cls, settings: MTTSettings) -> None:
+        """The expert buffer must exist before minutes of data loading (shards are checked
+        one by one when the method opens them)."""
+        if not settings.buffer:
+            raise ConfigError("method.buffer: MTT needs an expert buffer directory")
+        path = Path(settings.buffer)
+        if not path.is_dir() or not any(path.glob("experts_*.pt")):
+            raise ConfigError(
+                f"{path}: no expert buffer for MTT here (method.buffer); train one with "
+                "distillkit-experts for this dataset and model, or point method.buffer at it"
+            )
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        cfg = self.cfg
-        self.mode = str(cfg.get("mode", "unrolled"))
-        if self.mode not in MODES:
-            raise ValueError(f"method.mode must be one of {MODES}, got {self.mode!r}")
-        self.syn_steps = int(cfg["syn_steps"])
-        self.expert_epochs = int(cfg["expert_epochs"])
-        self.max_start_epoch = int(cfg["max_start_epoch"])
-        if min(self.syn_steps, self.expert_epochs, self.max_start_epoch) < 1:
-            raise ValueError("method.syn_steps, expert_epochs and max_start_epoch must be >= 1")
+        s = self.settings
+        self.mode = s.mode
+        self.syn_steps, self.expert_epochs = s.syn_steps, s.expert_epochs
+        self.max_start_epoch = s.max_start_epoch
         net = ctx.networks.frozen(self.generator)
         net.train()
         self.student = FunctionalNetwork(net)
-        if not cfg.get("buffer"):
+        if not s.buffer:
             raise ValueError("method.buffer: the expert buffer directory is not set")
         self.buffer = ExpertBuffer.open(
-            cfg["buffer"], buffer_meta(self.data.info, ctx.networks, net)
+            s.buffer, buffer_meta(self.data.info, ctx.networks, net)
         )
         needed = self.max_start_epoch - 1 + self.expert_epochs
         if needed > self.buffer.epochs:
@@ -95,21 +136,18 @@ class TrajectoryMatching(Method):
                 f"need {needed}"
             )
         images = self.synthetic.images
-        momentum = float(cfg.get("momentum", 0.5))
         self.syn_lr = torch.tensor(
-            float(cfg["lr_teacher"]), device=images.device, dtype=images.dtype, requires_grad=True
+            s.lr_teacher, device=images.device, dtype=images.dtype, requires_grad=True
         )
         self.optimiser_img = torch.optim.SGD(
-            self.synthetic.parameters(), lr=float(cfg["lr_img"]), momentum=momentum
+            self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
         )
-        self.optimiser_lr = torch.optim.SGD(
-            [self.syn_lr], lr=float(cfg["lr_lr"]), momentum=momentum
-        )
+        self.optimiser_lr = torch.optim.SGD([self.syn_lr], lr=s.lr_lr, momentum=s.momentum)
         stored = self.synthetic.images.shape[0]
-        batch_syn = cfg.get("batch_syn")
+        batch_syn = s.batch_syn
         total = stored if batch_syn in (None, "all") else min(int(batch_syn), stored)
         # FYI (multiplier 2) samples half the usual batch before doubling: same compute.
-        self.rows_per_step = max(1, total // self.synthetic_batch_multiplier)
+        self.rows_per_step = max(1, total // self.synthetic.batch_multiplier)
         self._chunks: list[Tensor] = []
 
     # -- batches --------------------------------------------------------------------------------
@@ -126,7 +164,7 @@ class TrajectoryMatching(Method):
         augment = self.ctx.augment
         if augment is None or not augment.enabled:
             return rows, None
-        n = len(rows) * self.synthetic_batch_multiplier * self.synthetic.factor**2
+        n = len(rows) * self.synthetic.batch_multiplier * self.synthetic.factor**2
         size = tuple(self.synthetic.images.shape[-2:])
         return rows, augment.sample(n, self.generator, size, self.synthetic.device)
 

@@ -13,7 +13,6 @@ mean, relative to the real images' (the CC term per image, lower = more centrali
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distillkit.methods.base import class_means
+from distillkit.classwise import class_means
 
 
 @torch.no_grad()
@@ -108,84 +107,3 @@ def tsne_panels(
             }
         )
     return panels
-
-
-def run_tsne(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from distillkit.config import resolve_device
-    from distillkit.pool import PretrainedPool
-    from distillkit.seeding import RunGenerators
-    from distillkit.synthetic import SyntheticSet
-    from distillkit.trainer import load_data
-
-    device = resolve_device(args.device)
-    titles = args.labels or [Path(p).parent.name for p in args.paths]
-    if len(titles) != len(args.paths):
-        raise ValueError(f"{len(args.paths)} sets but {len(titles)} labels")
-    sets, data, pool_path = [], None, args.pool
-    for path, title in zip(args.paths, titles, strict=True):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path}: no such synthetic-set file")
-        synthetic, saved = SyntheticSet.load(path, device)
-        cfg = saved.get("config") or {}
-        if "dataset" not in cfg:
-            raise ValueError(f"{path}: the file carries no run configuration (dataset)")
-        if data is None:
-            dataset_cfg = dict(cfg["dataset"])
-            if saved.get("zca") is not None:
-                dataset_cfg["zca_state"] = saved["zca"]
-            if args.data_root:
-                dataset_cfg["root"] = args.data_root
-            data = load_data(dataset_cfg, device)
-            cc = (cfg.get("regularizer") or {}).get("cc") or {}
-            pool_path = pool_path or cc.get("pool") or f"pools/{data.info.name}/ResNet18"
-        elif synthetic.num_classes != data.info.num_classes:
-            raise ValueError(f"{path}: another dataset than {args.paths[0]}")
-        images, labels = synthetic.training_set()
-        sets.append((title, images, labels))
-    assert data is not None
-    pool = PretrainedPool.open(pool_path, data.info)
-    generators = RunGenerators(args.seed)
-    if args.member is None:
-        member, net = pool.sample(generators["tsne/member"], device)
-    else:
-        member, net = args.member, pool.network(args.member, device)
-    real, real_labels = data.sample_per_class(
-        min(args.real_per_class, int(data.class_counts().min())), generators["tsne/real"]
-    )
-    panels = tsne_panels(sets, real, real_labels, net, data.info.num_classes, args.seed)
-    plot_panels(panels, data.info.class_names, Path(args.output))
-    for panel in panels:
-        panel["member"] = member
-    return panels
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`distillkit-tsne set.pt [set.pt ...]`: t-SNE of pool features, real vs synthetic."""
-    from distillkit.cli import USER_ERRORS, _report
-
-    parser = argparse.ArgumentParser(
-        prog="distillkit-tsne",
-        description="2-D t-SNE of real and synthetic features per class, from a pool network.",
-    )
-    parser.add_argument("paths", nargs="+", help="synthetic_set.pt files (one panel each)")
-    parser.add_argument("--labels", nargs="+", help="panel titles (default: run directories)")
-    parser.add_argument("--pool", help="pool directory (default: the run's regularizer.cc.pool)")
-    parser.add_argument("--member", type=int, help="pool member (default: drawn from --seed)")
-    parser.add_argument("--real-per-class", type=int, default=100)
-    parser.add_argument("--data-root", help="dataset root (default: the run's dataset.root)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=Path("tsne.png"))
-    args = parser.parse_args(argv)
-    try:
-        panels = run_tsne(args)
-    except USER_ERRORS as exc:
-        _report(exc)
-        raise SystemExit(2) from None
-    for panel in panels:
-        print(
-            f"{panel['title']}: synthetic spread {panel['syn_spread']:.4g}, real "
-            f"{panel['real_spread']:.4g}, ratio {panel['ratio']:.3f} (pool member "
-            f"{panel['member']})"
-        )
-    print(f"-> {args.output}")

@@ -18,7 +18,7 @@ from kornia.geometry.transform import hflip
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
-from distillkit.methods.base import class_means
+from distillkit.classwise import class_means
 from distillkit.networks import NetworkFactory
 
 DISTANCES = ("dm", "dc", "dsa")

@@ -20,7 +20,7 @@ from distillkit.tables.render import dataset_label
 from distillkit.tables.spec import Series, TableSpec
 
 COMMANDS = {
-    "unequalness": ("distillkit.cli", "unequalness_real", "unequalness"),
+    "unequalness": ("distillkit.cli.unequalness", "main", "unequalness"),
 }
 SMOKE_UNEQUALNESS = (
     "dataset.image_size=8",

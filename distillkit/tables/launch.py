@@ -66,10 +66,10 @@ def gpu_slot(cfg: DictConfig) -> Iterator[int | None]:
 
 def distill_task(cfg: DictConfig) -> float | None:
     """The `distillkit` job body (failed.json on error); importable, so launchers can pickle it."""
-    from distillkit.cli import _distill_job
+    from distillkit.cli.distill import distill_job
 
     with gpu_slot(cfg):
-        return _distill_job.__wrapped__(cfg)
+        return distill_job.__wrapped__(cfg)
 
 
 def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> list[Any]:
@@ -86,7 +86,7 @@ def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> lis
     from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf
 
-    from distillkit.cli import FAILED_JOBS
+    from distillkit.cli.distill import FAILED_JOBS
 
     if not jobs:
         return []

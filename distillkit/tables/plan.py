@@ -230,7 +230,7 @@ def _prerequisites(spec: TableSpec, scale: str, root: Path) -> list[Prerequisite
                 "experts",
                 directory,
                 "experts_*.pt",
-                (*_python("distillkit.experts_cli", "train_experts"), *args),
+                (*_python("distillkit.cli.experts", "main"), *args),
                 "distillkit-experts " + " ".join(args),
             )
         )
@@ -250,7 +250,7 @@ def _prerequisites(spec: TableSpec, scale: str, root: Path) -> list[Prerequisite
                 "pool",
                 directory,
                 "pool_*.pt",
-                (*_python("distillkit.pool_cli", "pretrain"), *args),
+                (*_python("distillkit.cli.pretrain", "main"), *args),
                 "distillkit-pretrain " + " ".join(args),
             )
         )
@@ -261,7 +261,7 @@ def compose_jobs(jobs: Sequence[Sequence[str]]) -> list[Any]:
     """The composed config of each job (the Hydra compose API; numeric groups quoted)."""
     from hydra import compose, initialize_config_module
 
-    from distillkit.config import quote_numeric_group_choices
+    from distillkit.cli._args import quote_numeric_group_choices
 
     with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
         return [
@@ -296,7 +296,7 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
                     "experts",
                     directory,
                     "experts_*.pt",
-                    (*_python("distillkit.experts_cli", "train_experts"), *args),
+                    (*_python("distillkit.cli.experts", "main"), *args),
                     "distillkit-experts " + " ".join(args),
                 ),
             )
@@ -309,7 +309,7 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
                     "pool",
                     directory,
                     "pool_*.pt",
-                    (*_python("distillkit.pool_cli", "pretrain"), *args),
+                    (*_python("distillkit.cli.pretrain", "main"), *args),
                     "distillkit-pretrain " + " ".join(args),
                 ),
             )

@@ -149,7 +149,7 @@ def launch_jobs(plan: Plan, opts: Options) -> list[str]:
         for job in pending if opts.dry_run else ():
             print(f"  {job.subdir}: {' '.join(job.overrides)}")
         return [j.subdir for j in pending]
-    from distillkit.config import quote_numeric_group_choices
+    from distillkit.cli._args import quote_numeric_group_choices
 
     jobs = [
         [*quote_numeric_group_choices(j.overrides), f"hydra.sweep.subdir='{j.subdir}'"]

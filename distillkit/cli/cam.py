@@ -1,27 +1,31 @@
-"""The CAM analysis job: train (or load) a classifier on real data, then map where it looks."""
+"""`distillkit-cam dataset=...`: train (or load) a classifier on real data, then map where it
+looks: per-class CAM top-region frequency maps and their mirror symmetry (conf/cam.yaml)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-from distillkit.config import resolve_device
+from distillkit.assembly import Bench
+from distillkit.augment import DSA
+from distillkit.cli._common import exit_on_user_errors, run_hydra_app
+from distillkit.config import as_dict
 from distillkit.evaluation import EvalSettings, test_accuracy, train_network
 from distillkit.io import save_json, save_torch
 from distillkit.metrics.cam import mirror_symmetry, plot_frequency, region_frequency
-from distillkit.networks import NetworkFactory
-from distillkit.seeding import RunGenerators
-from distillkit.trainer import build_dsa, load_data
 
 
+@exit_on_user_errors
 def run_cam_analysis(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Writes classifier.pt, cam_frequency.png, cam.json; returns the summary."""
-    device = resolve_device(str(cfg["device"]))
-    data = load_data(cfg["dataset"], device)
-    networks = NetworkFactory.from_config(cfg["model"], data.info, device)
-    generators = RunGenerators(cfg["seed"])
+    bench = Bench.from_config(cfg)
+    data, networks, generators, device = bench.data, bench.networks, bench.generators, bench.device
     if cfg.get("checkpoint"):
         path = Path(cfg["checkpoint"])
         if not path.exists():
@@ -36,7 +40,7 @@ def run_cam_analysis(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         settings = EvalSettings(
             epochs=int(train["epochs"]), lr=float(train["lr"]), batch_size=int(train["batch_size"])
         )
-        augment = build_dsa(cfg["dsa"]) if train["dsa"] else None
+        augment = DSA.from_config(cfg["dsa"]) if train["dsa"] else None
         net = train_network(
             networks,
             data.train_images,
@@ -69,3 +73,17 @@ def run_cam_analysis(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     }
     save_json(summary, run_dir / "cam.json")
     return summary
+
+
+@hydra.main(config_path="pkg://distillkit.conf", config_name="cam", version_base="1.3")
+def cam_job(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run_cam_analysis(as_dict(cfg), run_dir)
+    print(f"classifier test accuracy {summary['test_accuracy']:.2f}%")
+    for name, r in summary["mirror_symmetry"].items():
+        print(f"{name:>12}: mirror correlation {r:.3f}")
+    print(f"-> {run_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_hydra_app(cam_job, argv)

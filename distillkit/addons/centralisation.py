@@ -10,15 +10,17 @@ paper's sum_i max(exp(tau * d_i) - beta, 0) instead (beta defaults to 1, so a ce
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from distillkit.methods.base import class_means
+from distillkit.classwise import class_means
 from distillkit.pool import PoolNotFoundError, PretrainedPool, pretrain_command
-from distillkit.regularizers.base import LossContext, Regularizer, SetupContext
+from distillkit.addons.base import AddOn, LossContext, SetupContext
+from distillkit.settings import Settings
 
 FORMS = ("linear", "exp")
 
@@ -42,29 +44,40 @@ def class_centralisation(
     return (values * (counts[labels] >= 2).to(values.dtype)).sum()
 
 
-class ClassCentralisation(Regularizer):
+@dataclass(frozen=True)
+class CCSettings(Settings):
+    #: A number, or {base method: number} (conf/regularizer/cc.yaml has the published ones).
+    weight: Any = 1.0
+    #: The pool directory written by distillkit-pretrain.
+    pool: str | None = None
+    form: str = "linear"
+    tau: float = 0.02
+    beta: float | None = None
+
+    def check(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"regularizer cc: form must be one of {FORMS}, got {self.form!r}")
+
+
+class ClassCentralisation(AddOn):
     name: ClassVar[str] = "cc"
-    supported_methods: ClassVar[frozenset[str] | None] = frozenset({"dm", "idm"})
     has_loss: ClassVar[bool] = True
+
+    Settings = CCSettings
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
-        self.form = str(cfg.get("form", "linear"))
-        if self.form not in FORMS:
-            raise ValueError(f"regularizer cc: form must be one of {FORMS}, got {self.form!r}")
-        self.tau = float(cfg.get("tau", 0.02))
-        beta = cfg.get("beta")
-        self.beta = None if beta is None else float(beta)
+        self.form, self.tau, self.beta = self.settings.form, self.settings.tau, self.settings.beta
         self.pool: PretrainedPool | None = None
         self.generator: torch.Generator | None = None
         self.device: torch.device | str = "cpu"
         self._iteration: int | None = None
         self._net: nn.Module | None = None
 
-    def setup(self, method: str, ctx: SetupContext) -> None:
+    def setup(self, method: str | Sequence[str], ctx: SetupContext) -> None:
         """Open the pool once (checked against the run's dataset) and take a generator stream."""
         super().setup(method, ctx)
-        path = self.cfg.get("pool")
+        path = self.settings.pool
         if not path:
             raise PoolNotFoundError(
                 "regularizer cc needs a pre-trained pool: set regularizer.cc.pool, built with "

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from distillkit.regularizers.base import LossContext, Regularizer
+from distillkit.addons.base import LossContext, AddOn
 
 #: Rows per batched outer product: bounds memory at chunk x C x C floats (real batches are big).
 CHUNK = 256
@@ -55,9 +55,8 @@ def covariance_matching(
     return (per_class * (syn_counts >= 2).to(per_class.dtype)).sum()
 
 
-class CovarianceMatching(Regularizer):
+class CovarianceMatching(AddOn):
     name: ClassVar[str] = "cm"
-    supported_methods: ClassVar[frozenset[str] | None] = frozenset({"dm", "idm"})
     has_loss: ClassVar[bool] = True
     needs_feature_map: ClassVar[bool] = True
 

@@ -9,19 +9,28 @@ tensor is stored, and the gradient reaching a stored image is G1 + flip(G2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from kornia.geometry.transform import hflip
 from torch import Tensor
 
-from distillkit.regularizers.base import Regularizer
+from distillkit.addons.base import AddOn
+from distillkit.settings import Settings
 
 
-class FlipYourImages(Regularizer):
+@dataclass(frozen=True)
+class FYISettings(Settings):
+    #: Also feed real batches as [R ; flip(R)] (explored by the authors; off in the paper's runs).
+    flip_real: bool = False
+
+
+class FlipYourImages(AddOn):
     name: ClassVar[str] = "fyi"
     has_transform: ClassVar[bool] = True
     batch_multiplier: ClassVar[int] = 2
+    Settings = FYISettings
 
     def transform(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return torch.cat([x, hflip(x)]), torch.cat([y, y])
@@ -29,7 +38,7 @@ class FlipYourImages(Regularizer):
     @property
     def has_real_transform(self) -> bool:
         """`fyi.flip_real=true`: real batches are doubled the same way (an explored variant)."""
-        return bool(self.cfg.get("flip_real", False))
+        return self.settings.flip_real
 
     def transform_real(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return self.transform(x, y)

@@ -1,0 +1,288 @@
+"""A run's state on disk, and stopping safely: the checkpoint format, resume, stop signals and
+the guard that never lets non-finite state reach a file.
+
+A checkpoint is read once when a run is built (`CheckpointFile.load`: complete, made by the same
+config, fitting this run's shapes) and applied once (`restore`); the loop then only writes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from distillkit.io import load_torch, remove_stale_temporaries, save_torch
+from distillkit.seeding import RunGenerators
+
+CHECKPOINT_FORMAT = "distillkit.checkpoint/2"
+#: Everything a checkpoint must hold; a file lacking any of them is refused before loading.
+CHECKPOINT_KEYS = (
+    "format",
+    "iteration",
+    "synthetic",
+    "method",
+    "generators",
+    "evaluations",
+    "metrics",
+    "last_loss",
+    "eval_lr",
+    "distil_s",
+    "wandb_run_id",
+    "config",
+)
+#: Config keys that may differ between a checkpoint's run and the run that resumes it.
+#: (runtime.allocator only decides where host memory comes from: results are the same.)
+RESUME_FREE_KEYS = frozenset({"resume", "progress", "runtime.allocator"})
+
+
+@dataclass
+class LoopState:
+    """What the loop accumulates besides the synthetic set and the method's own state."""
+
+    iteration: int = 0
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    last_loss: float | None = None
+    distil_s: float = 0.0
+
+
+# -- reading --------------------------------------------------------------------------------------
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ (keys in RESUME_FREE_KEYS ignored)."""
+    a, b = _flatten(saved), _flatten(current)
+
+    def free(key: str) -> bool:
+        return any(key == f or key.startswith(f + ".") for f in RESUME_FREE_KEYS)
+
+    keys = sorted(k for k in set(a) | set(b) if not free(k))
+    return [k for k in keys if a.get(k, "<unset>") != b.get(k, "<unset>")]
+
+
+def read_checkpoint(path: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint file, checked to be complete and made by `cfg` (nothing is applied here)."""
+    state = load_torch(path, "distillkit checkpoint")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{path}: not a distillkit checkpoint of this version (format {found!r}, "
+            f"expected {CHECKPOINT_FORMAT!r})"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    if not isinstance(state["config"], Mapping):
+        raise ValueError(f"{path}: the checkpoint's configuration is not a mapping")
+    differences = config_differences(state["config"], cfg)
+    if differences:
+        shown = ", ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
+        raise ValueError(
+            f"{path} was written by a different configuration (differs in {shown}); "
+            "re-run with the same overrides, or use a new run directory"
+        )
+    return state
+
+
+class CheckpointFile:
+    """The run directory's checkpoint.pt: where state is written, and where it resumes from."""
+
+    def __init__(self, run_dir: Path, resume: str | Path | None = None) -> None:
+        self.path = Path(run_dir) / "checkpoint.pt"
+        self.resume = resume
+        remove_stale_temporaries(self.path)
+        #: The newest checkpoint known to hold finite state (kept when a loss turns non-finite).
+        self.last_good: Path | None = self.find()
+
+    def find(self) -> Path | None:
+        """The run directory's own checkpoint (the newest state), else `resume=<file or dir>`."""
+        if self.path.exists():
+            return self.path
+        if not self.resume:
+            return None
+        path = Path(str(self.resume))
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"resume={self.resume}: no checkpoint file at {path}")
+        return path
+
+    def load(self, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The state to resume from (checked against `cfg`), or None for a fresh run."""
+        return read_checkpoint(self.last_good, cfg) if self.last_good else None
+
+    def write(self, state: Mapping[str, Any]) -> None:
+        save_torch(dict(state), self.path)
+        self.last_good = self.path
+
+
+# -- applying -------------------------------------------------------------------------------------
+def check_fits(state: Mapping[str, Any], synthetic: Any, iterations: int, path: Path) -> None:
+    """Shapes and types that must fit this run, checked before anything is loaded."""
+    stored = state["synthetic"]
+    images = stored.get("images") if isinstance(stored, Mapping) else None
+    labels = stored.get("labels") if isinstance(stored, Mapping) else None
+    expected = tuple(synthetic.images.shape)
+    if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
+        found = tuple(images.shape) if isinstance(images, torch.Tensor) else None
+        raise ValueError(f"{path}: synthetic images of shape {found}, this run has {expected}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != synthetic.labels.shape:
+        raise ValueError(f"{path}: synthetic labels do not fit this run")
+    problem = RunGenerators.check_state(state["generators"])
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    iteration = state["iteration"]
+    if not isinstance(iteration, int) or not 0 <= iteration <= iterations:
+        raise ValueError(f"{path}: iteration {iteration!r} is not in 0..{iterations}")
+    if not isinstance(state["evaluations"], list) or not isinstance(state["metrics"], list):
+        raise ValueError(f"{path}: evaluations and metrics must be lists")
+
+
+def restore(
+    state: Mapping[str, Any],
+    path: Path,
+    synthetic: Any,
+    method: Any,
+    generators: RunGenerators,
+    iterations: int,
+) -> LoopState:
+    """Load a read checkpoint into the run's objects (once); returns the loop's state."""
+    check_fits(state, synthetic, iterations, path)
+    try:
+        synthetic.load_state_dict(state["synthetic"])
+        method.load_state_dict(state["method"])
+        generators.load_state_dict(state["generators"])
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(
+            f"{path}: the checkpoint does not fit this run ({type(exc).__name__}: {detail})"
+        ) from None
+    return LoopState(
+        iteration=int(state["iteration"]),
+        evaluations=list(state["evaluations"]),
+        last_loss=state["last_loss"],
+        distil_s=float(state["distil_s"]),
+    )
+
+
+def snapshot(
+    loop: LoopState,
+    synthetic: Any,
+    method: Any,
+    generators: RunGenerators,
+    logger_state: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint of a run at `loop.iteration` (`logger_state`: metrics, wandb_run_id)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "iteration": loop.iteration,
+        "synthetic": synthetic.state_dict(),
+        "method": method.state_dict(),
+        "generators": generators.state_dict(),
+        "evaluations": loop.evaluations,
+        "metrics": logger_state["metrics"],
+        "last_loss": loop.last_loss,
+        "eval_lr": method.eval_lr,
+        "distil_s": loop.distil_s,
+        "wandb_run_id": logger_state["wandb_run_id"],
+        "config": cfg,
+    }
+
+
+# -- stopping safely ------------------------------------------------------------------------------
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM stopped the run at an iteration boundary, after writing a checkpoint."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+        super().__init__(
+            f"{signal.Signals(signum).name} at iteration {iteration}: checkpoint saved to "
+            f"{checkpoint}; re-run the same command (same run directory) or pass "
+            f"resume={checkpoint.parent} to continue"
+        )
+
+
+class StopSignals:
+    """While active, SIGINT/SIGTERM only ask the loop to stop at the next iteration boundary.
+
+    A second signal of the same kind acts at once (the previous handler is back by then).
+    Handlers can only be installed from the main thread; elsewhere signals keep their handlers.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                previous = signal.signal(sig, self._handle)
+                self._previous[sig] = signal.SIG_DFL if previous is None else previous
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self.signum = signum
+        signal.signal(signum, self._previous[signum])
+        print(
+            f"distillkit: {signal.Signals(signum).name} received: stopping after this iteration "
+            "with a checkpoint (send it again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class FiniteGuard:
+    """Folds every step's losses into one on-device flag (no host sync per step); `check` stops
+    the run when a loss or an image is not finite, keeping the last good state on disk."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = device
+        self._finite: torch.Tensor | None = None
+
+    def track(self, losses: Mapping[str, Any]) -> None:
+        for value in losses.values():
+            ok = torch.isfinite(torch.as_tensor(value).detach()).all().to(self.device)
+            self._finite = ok if self._finite is None else self._finite & ok
+
+    def check(
+        self, iteration: int, images: torch.Tensor, keep_last_good: Any, kept_where: str
+    ) -> None:
+        """FloatingPointError if anything since the start is not finite (after `keep_last_good()`
+        saved the last good state: it returns that state's iteration, or None)."""
+        finite = self._finite is None or bool(self._finite)
+        if finite and bool(torch.isfinite(images.detach()).all()):
+            return
+        kept = keep_last_good()
+        if kept is None:
+            kept_text = "no checkpoint had been written yet (see checkpoint.every)"
+        else:
+            kept_text = f"the last good state (iteration {kept}) is kept in {kept_where}"
+        raise FloatingPointError(
+            f"non-finite loss or images by iteration {iteration}, the run stopped (a learning "
+            f"rate too high?); {kept_text}"
+        )

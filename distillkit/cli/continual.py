@@ -1,0 +1,67 @@
+"""`distillkit-continual [overrides]`: class-incremental learning with distilled sets (a Hydra
+app, conf/continual.yaml).
+
+    distillkit-continual dataset=cifar100 method=dm ipc=20 steps=5 orders=5 method.iterations=...
+    distillkit-continual dataset=cifar100 method=dm regularizer=iid compare=[path/continual.csv]
+
+Writes continual.csv (one row per order, step and evaluation model) and continual.png (accuracy
+against classes seen, mean +- std over orders; runs listed in `compare` drawn alongside), and
+prints the per-step table. The run is checked and assembled as `distillkit`'s (the same
+validation, the same per-setting published values from conf/tuned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from distillkit.cli._common import exit_on_user_errors, run_hydra_app
+from distillkit.config import as_dict
+
+
+@exit_on_user_errors
+def continual_rows(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list, str]:
+    """(this run's rows, the compared runs' rows, the dataset's name)."""
+    from distillkit.assembly import Bench
+    from distillkit.config import validate_against_data, validate_config, validate_resources
+    from distillkit.continual import read_csv, run_continual
+
+    validate_config(settings)
+    validate_resources(settings)
+    bench = Bench.from_config(settings)
+    validate_against_data(settings, bench.data)
+    others = [read_csv(p) for p in settings.get("compare") or []]
+
+    def show(row: dict) -> None:
+        if settings.get("progress", True):
+            print(
+                f"order {row['order']} step {row['step']} ({row['classes_seen']} classes, "
+                f"{row['images']} images): {row['model']} {row['mean']:.2f}%",
+                flush=True,
+            )
+
+    rows = run_continual(settings, bench.data, bench.device, on_step=show)
+    return rows, others, bench.data.info.name
+
+
+@hydra.main(config_path="pkg://distillkit.conf", config_name="continual", version_base="1.3")
+def continual_job(cfg: DictConfig) -> None:
+    from distillkit.continual import format_table, plot_continual, summarise_steps, write_csv
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    settings = as_dict(cfg)
+    rows, others, name = continual_rows(settings)
+    write_csv(rows, run_dir / "continual.csv")
+    title = f"{name}: {settings['steps']} steps, ipc {settings['ipc']}, {settings['orders']} order(s)"
+    plot_continual([rows, *others], run_dir / "continual.png", title)
+    print(format_table(summarise_steps(rows)))
+    print(f"-> {run_dir / 'continual.csv'}, {run_dir / 'continual.png'}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_hydra_app(continual_job, argv)

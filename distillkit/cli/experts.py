@@ -1,0 +1,52 @@
+"""`distillkit-experts [overrides]`: train an expert buffer for MTT (conf/experts.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from distillkit.cli._common import run_hydra_app
+from distillkit.cli._stores import MemberReport, store_job
+
+
+def run_experts(settings: dict[str, Any]) -> dict[str, Any]:
+    """Train `num_experts` experts into `buffer_dir`; returns a short summary."""
+    from distillkit.assembly import Bench
+    from distillkit.augment import DSA
+    from distillkit.experts import ExpertSettings, train_experts
+
+    dataset_cfg = dict(settings["dataset"])
+    dataset_cfg["zca"] = bool(settings.get("zca") or dataset_cfg.get("zca"))
+    bench = Bench.from_config({**settings, "dataset": dataset_cfg})
+    augment = None
+    if settings["dsa"]:
+        augment = DSA.from_config({"strategy": settings["dsa_strategy"], "mode": "S"})
+    num_experts = int(settings["num_experts"])
+    report = MemberReport(
+        bench.data, num_experts, "experts", "expert", bool(settings.get("progress", True))
+    )
+    written = train_experts(
+        Path(settings["buffer_dir"]),
+        bench.data,
+        bench.networks,
+        augment,
+        num_experts,
+        ExpertSettings(int(settings["epochs"]), float(settings["lr"]), int(settings["batch"])),
+        int(settings["experts_per_shard"]),
+        lambda i: bench.generators[f"experts/{i}"],
+        on_expert=report,
+    )
+    return report.summary(settings["buffer_dir"], written)
+
+
+@hydra.main(config_path="pkg://distillkit.conf", config_name="experts", version_base="1.3")
+def experts_job(cfg: DictConfig) -> None:
+    store_job(run_experts, cfg, "experts")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_hydra_app(experts_job, argv)

@@ -1,0 +1,118 @@
+"""What a finished run reports: its name, results.json's schema and the results table's rows."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+import distillkit
+
+#: Columns of the per-run results table (results.csv, W&B's `results` table).
+TABLE_COLUMNS = ["method", "regularizers", "dataset", "ipc", "model", "mean", "std", "n"]
+
+
+def versions() -> dict[str, str]:
+    import kornia
+    import torchvision
+
+    return {
+        "distillkit": distillkit.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "kornia": kornia.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_name(cfg: Mapping[str, Any]) -> str:
+    regs = "+".join(sorted(cfg.get("regularizer") or {})) or "none"
+    return f"{cfg['method']['name']}-{regs}-{cfg['dataset']['name']}-ipc{cfg['ipc']}-s{cfg['seed']}"
+
+
+def best_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The best evaluation point of the headline model, labelled as a test-set selection.
+
+    MTT's papers report it; the headline stays the final point.
+    """
+    model = next((m for e in evaluations for m in e["accuracy"]), None)
+    if model is None:
+        return None
+    best = max(
+        (e for e in evaluations if model in e["accuracy"]),
+        key=lambda e: e["accuracy"][model]["mean"],
+    )
+    r = best["accuracy"][model]
+    return {
+        "iteration": best["iteration"],
+        "model": model,
+        "mean": r["mean"],
+        "std": r["std"],
+        "n": r["n"],
+        "selection": "max over evaluations on the test set (published MTT reporting); "
+        "the headline is the final point",
+    }
+
+
+def results(
+    cfg: Mapping[str, Any],
+    *,
+    iterations: int,
+    final: dict[str, Any],
+    unequal: dict[str, float],
+    evaluations: list[dict[str, Any]],
+    final_loss: float | None,
+    eval_lr: float | None,
+    distil_s: float,
+    eval_s: float,
+    device: str,
+) -> dict[str, Any]:
+    """results.json: the headline (first evaluation model's final accuracy) and everything
+    needed to place the run in a table without its config files."""
+    headline = None
+    if final:
+        model = next(iter(final))
+        headline = {"model": model, **{k: final[model][k] for k in ("mean", "std", "n")}}
+    return {
+        "method": cfg["method"]["name"],
+        "regularizers": sorted(cfg.get("regularizer") or {}),
+        "dataset": cfg["dataset"]["name"],
+        "ipc": cfg["ipc"],
+        "seed": cfg["seed"],
+        "model": cfg["model"]["name"],
+        "iterations": iterations,
+        "headline": headline,
+        "accuracy": final,
+        "unequalness": unequal,
+        "best": best_evaluation(evaluations),
+        "evaluations": evaluations,
+        "final_loss": final_loss,
+        "eval_lr": eval_lr,
+        "timings": {
+            "distil_s": round(distil_s, 3),
+            "eval_s": round(eval_s, 3),
+            "s_per_iteration": round(distil_s / iterations, 5) if iterations else None,
+        },
+        "device": device,
+        "versions": versions(),
+        "config": cfg,
+    }
+
+
+def table_rows(results: Mapping[str, Any]) -> list[list[Any]]:
+    """One row of TABLE_COLUMNS per evaluation architecture."""
+    return [
+        [
+            results["method"],
+            "+".join(results["regularizers"]) or "none",
+            results["dataset"],
+            results["ipc"],
+            arch,
+            r["mean"],
+            r["std"],
+            r["n"],
+        ]
+        for arch, r in results["accuracy"].items()
+    ]
