@@ -45,9 +45,9 @@ from _common import interleaved, machine, machine_line, medians, save, set_threa
 
 from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
+from distillkit.classwise import class_means
 from distillkit.data.real import DatasetInfo, RealData
 from distillkit.methods import MethodContext, build_method
-from distillkit.classwise import class_means
 from distillkit.networks import NetworkFactory
 from distillkit.runtime import Runtime, cpu_has_native_bf16
 from distillkit.seeding import RunGenerators

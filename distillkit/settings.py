@@ -53,7 +53,8 @@ class Settings:
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
-    """`value` as the field's type: int accepts YAML's 1.0, bool only true/false, None if allowed."""
+    """`value` as the field's type: int accepts YAML's 1.0, bool only true/false, None where
+    the field allows it."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else ()
     if options:
         if value is None and type(None) in options:

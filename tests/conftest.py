@@ -30,10 +30,48 @@ TINY = [
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    from distillkit.config import quote_numeric_group_choices
+    from distillkit.cli._args import quote_numeric_group_choices
 
     with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
         return compose("config", overrides=quote_numeric_group_choices(overrides))
+
+
+def method_classes() -> dict[str, type]:
+    """The shipped methods by config name, read from their YAMLs' `_target_` (no registry)."""
+    import yaml
+    from hydra.utils import get_class
+
+    classes = {}
+    for path in sorted((REPO / "conf" / "method").glob("*.yaml")):
+        target = yaml.safe_load(path.read_text()).get("_target_")
+        classes[path.stem] = get_class(target)
+    return classes
+
+
+def addon_targets() -> dict[str, str]:
+    """The shipped single add-ons by name -> `_target_`, read from conf/regularizer/."""
+    import yaml
+
+    targets = {}
+    for path in sorted((REPO / "conf" / "regularizer").glob("*.yaml")):
+        for name, options in (yaml.safe_load(path.read_text()) or {}).items():
+            if isinstance(options, dict) and "_target_" in options:
+                targets[name] = options["_target_"]
+    return targets
+
+
+def build_method(name: str, ctx):
+    """The method a config named `name` builds, on `ctx` (as the trainer builds it)."""
+    return method_classes()[name](ctx)
+
+
+def build_addons(cfg, method: str, context=None):
+    """Add-ons from {name: options} with each shipped add-on's `_target_` filled in."""
+    from distillkit.addons import build_addons as build
+
+    targets = addon_targets()
+    full = {n: {"_target_": targets.get(n), **dict(o or {})} for n, o in dict(cfg or {}).items()}
+    return build(full, method_classes()[method], context)
 
 
 @pytest.fixture

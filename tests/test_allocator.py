@@ -11,7 +11,8 @@ from conftest import TINY, compose_config
 
 from distillkit.allocator import check_allocator, use_allocator
 from distillkit.config import ConfigError, validate_config
-from distillkit.trainer import Trainer, config_differences
+from distillkit.checkpoint import config_differences
+from distillkit.trainer import Trainer
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

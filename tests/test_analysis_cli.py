@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 
-def command(function: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    code = f"import sys; from distillkit.cli import {function}; {function}(sys.argv[1:])"
+def command(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    code = f"import sys; from distillkit.cli.{name} import main; main(sys.argv[1:])"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
@@ -17,7 +17,7 @@ def command(function: str, *args: str, cwd) -> subprocess.CompletedProcess:
 
 def test_unequalness_command_writes_csv_and_plot(tmp_path):
     out = command(
-        "unequalness_real",
+        "unequalness",
         "dataset.image_size=8",
         "model.width=8",
         "sizes=[1,2,50]",
@@ -39,7 +39,7 @@ def test_unequalness_command_writes_csv_and_plot(tmp_path):
 def test_cam_command_trains_then_reuses_its_classifier(tmp_path):
     first = tmp_path / "first"
     out = command(
-        "cam_analysis",
+        "cam",
         "dataset.image_size=8",
         "model.width=8",
         "train.epochs=2",
@@ -52,7 +52,7 @@ def test_cam_command_trains_then_reuses_its_classifier(tmp_path):
     assert (first / "cam_frequency.png").exists() and (first / "classifier.pt").exists()
     second = tmp_path / "second"
     out = command(
-        "cam_analysis",
+        "cam",
         "dataset.image_size=8",
         "model.width=8",
         f"checkpoint={first / 'classifier.pt'}",

@@ -10,7 +10,7 @@ from conftest import TINY
 
 
 def distillkit(*args: str, cwd) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=600
     )
@@ -53,6 +53,8 @@ def test_missing_dataset_gives_one_clear_error(tmp_path):
 
 
 def test_unknown_method_is_reported_before_any_work(tmp_path):
-    out = distillkit(*TINY, "method.name=nosuch", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    target = "method._target_=nosuch.Method"
+    out = distillkit(*TINY, target, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert out.returncode == 2
-    assert "unknown method 'nosuch'" in out.stderr and "Traceback" not in out.stderr
+    assert "unknown method 'dm'" in out.stderr and "nosuch.Method" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -9,14 +9,12 @@ from importlib import resources
 import pytest
 from conftest import compose_config
 
-from distillkit.config import (
-    ConfigError,
-    drop_null_group_choices,
-    quote_numeric_group_choices,
-    validate_config,
-)
+from distillkit.cli._args import drop_null_group_choices, quote_numeric_group_choices
+from distillkit.config import ConfigError, validate_config
 
-GROUPS = ["dataset", "method", "regularizer", "ipc", "model", "eval", "logger", "experiment"]
+GROUPS = [
+    "dataset", "method", "regularizer", "ipc", "model", "eval", "logger", "runtime", "experiment"
+]  # fmt: skip
 
 
 def group_options(group: str) -> list[str]:
@@ -76,7 +74,7 @@ def test_bad_values_fail_validation(override, message):
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )

@@ -37,7 +37,7 @@ def test_orders_are_seeded_permutations_and_steps_cover_them():
 
 
 def test_distillkit_continual_writes_a_table_and_a_plot(tmp_path, capsys):
-    from distillkit.continual_cli import continual
+    from distillkit.cli.continual import main as continual
 
     out = tmp_path / "run"
     continual(
@@ -58,3 +58,39 @@ def test_distillkit_continual_writes_a_table_and_a_plot(tmp_path, capsys):
     assert sorted(seen) == list(range(10))
     assert all(0 <= float(r["mean"]) <= 100 for r in rows)
     assert (out / "continual.png").stat().st_size > 0
+
+
+def compose(config_name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from distillkit.cli._args import quote_numeric_group_choices
+
+    with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
+        return hydra_compose(config_name, overrides=quote_numeric_group_choices(overrides))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["method=idm", "dataset=cifar100", "ipc=10"],
+        ["method=dc", "dataset=cifar10", "ipc=1"],
+        ["method=mtt", "dataset=cifar10", "ipc=50"],
+    ],
+)
+def test_continual_composes_the_same_published_values_as_distillkit(setting):
+    main, continual = compose("config", setting), compose("continual", setting)
+    assert continual.method == main.method
+    assert continual.eval == main.eval
+    assert continual.runtime == main.runtime
+    if "method=idm" in setting:
+        assert continual.method.ce_weight == 0.1  # conf/tuned/idm_cifar100_ipc10.yaml
+
+
+def test_continual_checks_its_config_as_distillkit_does(tmp_path, capsys):
+    from distillkit.cli.continual import main as continual
+
+    with pytest.raises(SystemExit) as info:
+        continual(["method.lr_img=-1", "device=cpu", f"hydra.run.dir={tmp_path}"])
+    assert info.value.code == 2
+    assert "method.lr_img must be > 0" in capsys.readouterr().err

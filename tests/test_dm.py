@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from conftest import build_method
 
 from distillkit.augment import DSA
-from distillkit.data import load_dataset
-from distillkit.methods import MethodContext, build_method
 from distillkit.classwise import class_means
+from distillkit.data import load_dataset
+from distillkit.methods import MethodContext
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet

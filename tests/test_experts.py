@@ -159,7 +159,7 @@ def test_too_short_experts_are_refused(buffer_dir, digits):
 
 # -- the command line ---------------------------------------------------------------------------
 def test_distillkit_experts_cli_writes_a_buffer_mtt_can_open(tmp_path, capsys, digits):
-    from distillkit.experts_cli import train_experts as cli
+    from distillkit.cli.experts import main as cli
 
     out = tmp_path / "buf"
     cli(

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY
+from distillkit.cli.summary import collect, render
 
 from distillkit.experts import ExpertBufferError
-from distillkit.summary import collect, render
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
 
@@ -28,7 +28,7 @@ QUICK = [
 
 
 def distillkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
@@ -111,7 +111,7 @@ def test_cli_reports_a_truncated_checkpoint_in_one_line(finished_run, tmp_path):
 
 # -- synthetic sets and expert buffers ----------------------------------------------------------
 def test_truncated_synthetic_set_is_refused(finished_run, capsys):
-    from distillkit.cli import evaluate_saved
+    from distillkit.cli.evaluate import main as evaluate_saved
 
     run_dir, _ = finished_run
     path = run_dir / "synthetic_set.pt"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from conftest import build_addons, build_method
 
 from distillkit.data import load_dataset
-from distillkit.methods import MethodContext, build_method
+from distillkit.methods import MethodContext
 from distillkit.networks import NetworkFactory
-from distillkit.addons import build_addons
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -16,7 +16,7 @@ from distillkit.trainer import Trainer
 def fyi_set(ipc: int = 2, factor: int = 1) -> tuple[SyntheticSet, object]:
     data = load_dataset("digits", image_size=8)
     syn = SyntheticSet.initialise(data, ipc, "real", torch.Generator().manual_seed(0), factor)
-    syn.transforms = [r.transform for r in build_addons({"fyi": {}}, "dm")]
+    syn.use_addons(build_addons({"fyi": {}}, "dm"))
     return syn, data
 
 

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build_method
 
 from distillkit.augment import DSA
 from distillkit.config import ConfigError
 from distillkit.data import load_dataset
-from distillkit.methods import MethodContext, build_method
+from distillkit.methods import MethodContext
 from distillkit.methods.gradient_matching import (
     class_gradient_distance,
     class_gradients,

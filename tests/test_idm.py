@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import build_method, compose_config
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
-from distillkit.methods import MethodContext, build_method
+from distillkit.methods import MethodContext
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
@@ -268,8 +268,7 @@ def test_trainer_checkpoint_resumes_an_interrupted_run_exactly(tiny_config, tmp_
     interrupted.method.step = failing
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
-    resumed = Trainer(tiny_config(*overrides), tmp_path / "resumed")
-    resumed.resume_if_possible()
+    resumed = Trainer(tiny_config(*overrides), tmp_path / "resumed")  # resumes as it is built
     assert resumed.start_iteration == 2 and len(resumed.method.queue) == 4
     resumed.run()
     full = SyntheticSet.load(tmp_path / "full" / "synthetic_set.pt")[0]

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_addons, build_method
 
 import distillkit.addons.covariance as covariance
-from distillkit.augment import DSA
-from distillkit.data import load_dataset
-from distillkit.methods import MethodContext, build_method
-from distillkit.classwise import class_means
-from distillkit.networks import NetworkFactory
-from distillkit.pool import PoolSettings, train_pool
-from distillkit.addons import LossContext, AddOn, SetupContext, build_addons
+from distillkit.addons import AddOn, LossContext, SetupContext
 from distillkit.addons.centralisation import class_centralisation
 from distillkit.addons.covariance import class_covariances, covariance_matching
+from distillkit.augment import DSA
+from distillkit.classwise import class_means
+from distillkit.data import load_dataset
+from distillkit.methods import MethodContext
+from distillkit.networks import NetworkFactory
+from distillkit.pool import PoolSettings, train_pool
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -48,7 +49,7 @@ def make_method(name: str, reg_cfg: dict, ipc: int = 2, dsa: bool = True, seed: 
     factor = 2 if name == "idm" else 1
     syn = SyntheticSet.initialise(DATA, ipc, "real", gens["init"], factor=factor)
     regs = build_addons(reg_cfg, name)
-    syn.transforms = [r.transform for r in regs if r.has_transform]
+    syn.use_addons(regs)
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     cfg = {"name": name, "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "iterations": 5}
     if name == "idm":
@@ -174,8 +175,12 @@ class Recorder(AddOn):
         return ctx.syn_map.sum() * 0
 
 
+#: A test add-on is named by its config, as any user's add-on is.
+RECORDER = {"_target_": f"{__name__}.Recorder"}
+
+
 def test_dm_add_ons_see_the_dm_terms_draw_and_forward_pass_with_fyi_rows():
-    method, syn, regs = make_method("dm", {"fyi": {}, "recorder": {}}, ipc=2)
+    method, syn, regs = make_method("dm", {"fyi": {}, "recorder": RECORDER}, ipc=2)
     net = method.ctx.networks.frozen(torch.Generator().manual_seed(3))
     terms = method.matching_terms(net)
     (ctx,) = regs[1].seen
@@ -187,7 +192,7 @@ def test_dm_add_ons_see_the_dm_terms_draw_and_forward_pass_with_fyi_rows():
 
 
 def test_idm_add_ons_see_one_class_per_step_and_cc_draws_one_member_per_iteration(pool_dir):
-    method, syn, regs = make_method("idm", {"fyi": {}, "recorder": {}, **iid_cfg(pool_dir)})
+    method, syn, regs = make_method("idm", {"fyi": {}, "recorder": RECORDER, **iid_cfg(pool_dir)})
     cc = next(r for r in regs if r.name == "cc")
     draws = []
     original = cc.pool.sample
@@ -254,7 +259,7 @@ def test_iid_with_dc_fails_at_start_up(tiny_config, tmp_path):
 def test_tsne_draws_real_and_synthetic_pool_features_and_measures_spread(
     pool_dir, tmp_path, capsys
 ):
-    from distillkit.metrics.tsne import main
+    from distillkit.cli.tsne import main
 
     gens = RunGenerators(0)
     spread_out = SyntheticSet.initialise(DATA, 3, "real", gens["a"])

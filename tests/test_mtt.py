@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MTT_PUBLISHED
+from conftest import MTT_PUBLISHED, build_addons
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -17,7 +17,6 @@ from distillkit.experts import ExpertSettings, train_experts
 from distillkit.methods.base import MethodContext
 from distillkit.methods.mtt import FunctionalNetwork, TrajectoryMatching
 from distillkit.networks import NetworkFactory
-from distillkit.addons import build_addons
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -56,7 +55,7 @@ def build_mtt(
     if double:
         synthetic.images = synthetic.images.detach().double().requires_grad_(True)
     regularizers = build_addons({"fyi": {}} if fyi else {}, "mtt")
-    synthetic.transforms = [r.transform for r in regularizers if r.has_transform]
+    synthetic.use_addons(regularizers)
     settings = {
         "name": "mtt", "iterations": 3, "syn_steps": 3, "expert_epochs": 2, "max_start_epoch": 2,
         "lr_img": 100.0, "lr_lr": 1e-5, "lr_teacher": 0.01, "momentum": 0.5, "batch_syn": None,

@@ -136,7 +136,7 @@ def test_growing_with_another_recipe_is_refused(tmp_path, digits):
 
 
 def test_distillkit_pretrain_cli_writes_a_pool_cc_can_open(tmp_path, capsys, digits):
-    from distillkit.pool_cli import pretrain
+    from distillkit.cli.pretrain import main as pretrain
 
     out = tmp_path / "pool"
     pretrain(
@@ -152,12 +152,12 @@ def test_distillkit_pretrain_cli_writes_a_pool_cc_can_open(tmp_path, capsys, dig
 
 
 def test_distillkit_pretrain_refuses_a_bad_size_before_any_work(tmp_path, capsys, monkeypatch):
-    from distillkit.pool_cli import pretrain
+    from distillkit.cli.pretrain import main as pretrain
 
     def no_data(*args, **kwargs):
         raise AssertionError("data was loaded before pool.size was checked")
 
-    monkeypatch.setattr("distillkit.trainer.load_data", no_data)
+    monkeypatch.setattr("distillkit.assembly.load_from_config", no_data)
     with pytest.raises(SystemExit) as exit_info:
         pretrain(["pool.size=0", "device=cpu", f"hydra.run.dir={tmp_path / 'hydra'}"])
     assert exit_info.value.code == 2

@@ -63,7 +63,7 @@ def checkpoint_id(path: Path) -> tuple[int, int] | None:
 
 
 def start(overrides: list[str], cwd: Path) -> subprocess.Popen:
-    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
     return subprocess.Popen(
         [sys.executable, "-c", code, *overrides],
         cwd=cwd,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_method
 
 from distillkit.data import load_dataset
-from distillkit.methods import MethodContext, build_method
+from distillkit.methods import MethodContext
 from distillkit.networks import NetworkFactory
 from distillkit.runtime import Runtime, compile_or_eager
 from distillkit.seeding import RunGenerators
@@ -71,9 +72,10 @@ def dm(runtime, seed=0):
     data = load_dataset("digits", image_size=8)
     gens = RunGenerators(seed)
     synthetic = SyntheticSet.initialise(data, 2, "real", gens["init"])
-    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "runtime": runtime}
+    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 16}
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8, "depth": 2})
-    return build_method("dm", MethodContext(cfg, data, synthetic, networks, None, gens))
+    ctx = MethodContext(cfg, data, synthetic, networks, None, gens, runtime=runtime)
+    return build_method("dm", ctx)
 
 
 def test_dm_default_runtime_is_plain_fp32():

@@ -68,7 +68,7 @@ def test_wandb_offline_run_holds_the_results_table(tiny_config, tmp_path):
 
 
 def test_distillkit_eval_reevaluates_a_saved_set(tiny_config, tmp_path, monkeypatch, capsys):
-    from distillkit.cli import evaluate_saved
+    from distillkit.cli.evaluate import main as evaluate_saved
 
     run(tiny_config("ipc=1"), tmp_path)
     out = tmp_path / "eval.json"
@@ -94,7 +94,7 @@ def test_distillkit_eval_reevaluates_a_saved_set(tiny_config, tmp_path, monkeypa
 
 
 def test_distillkit_eval_refuses_a_foreign_file(tmp_path, capsys):
-    from distillkit.cli import evaluate_saved
+    from distillkit.cli.evaluate import main as evaluate_saved
 
     bad = tmp_path / "not_a_set.pt"
     torch.save({"weights": torch.zeros(3)}, bad)

@@ -10,16 +10,16 @@ import pytest
 import torch
 from conftest import TINY
 
+from distillkit.addons import AddOn
 from distillkit.config import ConfigError
 from distillkit.experts import ExpertBufferError, buffer_meta, write_shard
 from distillkit.networks import NetworkFactory
-from distillkit.addons import available_addons
-from distillkit.addons.base import _REGULARIZERS, AddOn
-from distillkit.trainer import Trainer, as_dict
+from distillkit.config import as_dict
+from distillkit.trainer import Trainer
 
 
 def distillkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli import distill; distill(sys.argv[1:])"
+    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
@@ -43,7 +43,7 @@ def test_cli_ipc_zero_is_one_line_and_exit_2(tmp_path):
 
 
 def test_negative_ipc_on_the_command_line_is_refused(tmp_path):
-    from distillkit.cli import distill
+    from distillkit.cli.distill import main as distill
 
     with pytest.raises(SystemExit) as info:
         distill([*TINY, "ipc=-2", f"hydra.run.dir={tmp_path}"])
@@ -80,7 +80,11 @@ def test_model_options_it_does_not_take(tiny_config, tmp_path):
 
 
 def test_unknown_method(tiny_config, tmp_path):
-    refused(tiny_config("method.name=nosuch"), tmp_path, "unknown method 'nosuch'")
+    refused(tiny_config("method._target_=nosuch.Method"), tmp_path, "unknown method 'dm'")
+
+
+def test_a_target_that_is_not_a_method(tiny_config, tmp_path):
+    refused(tiny_config("method._target_=distillkit.synthetic.SyntheticSet"), tmp_path, "not a")
 
 
 def test_unknown_regularizer(tiny_config, tmp_path):
@@ -89,22 +93,17 @@ def test_unknown_regularizer(tiny_config, tmp_path):
     refused(cfg, tmp_path, "unknown regularizer 'nosuch'")
 
 
-@pytest.fixture
-def dc_only_regularizer():
-    """A throwaway add-on that serves DC only (removed from the registry afterwards)."""
+class LossOnly(AddOn):
+    """A throwaway loss add-on: only methods that take loss add-ons may use it."""
 
-    class DCOnly(AddOn):
-        name = "test_dc_only"
-        supported_methods = frozenset({"dc"})
-
-    yield DCOnly.name
-    _REGULARIZERS.pop(DCOnly.name, None)
+    name = "test_loss_only"
+    has_loss = True
 
 
-def test_regularizer_that_does_not_support_the_method(tiny_config, tmp_path, dc_only_regularizer):
-    cfg = as_dict(tiny_config("method=dm"))
-    cfg["regularizer"] = {dc_only_regularizer: {}}
-    refused(cfg, tmp_path, "cannot be combined with method 'dm'")
+def test_loss_addon_with_a_method_that_takes_none(tiny_config, tmp_path):
+    cfg = as_dict(tiny_config("method=random"))
+    cfg["regularizer"] = {"test_loss_only": {"_target_": f"{__name__}.LossOnly"}}
+    refused(cfg, tmp_path, "cannot be combined with method 'random'")
 
 
 def test_mtt_without_an_expert_buffer(tiny_config, tmp_path):
@@ -127,7 +126,6 @@ def test_mtt_with_a_buffer_of_another_model(tiny_config, tmp_path):
     assert "model=" in message
 
 
-@pytest.mark.skipif("cc" not in available_addons(), reason="IID is not registered")
 def test_iid_without_a_pool(tiny_config, tmp_path):
     missing = tmp_path / "no-pool"
     cfg = tiny_config("method=dm", "regularizer=[iid]", f"regularizer.cc.pool={missing}")

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from distillkit.errors import ConfigError
 from distillkit.settings import Settings
 
+
 @dataclass
 class SetupContext:
     """What loss add-ons need from the run, once, before the first step."""
@@ -175,8 +176,9 @@ def build_addons(
         cls = addon_class(str(name), options)
         if cls.has_loss and method is not None and not getattr(method, "takes_loss_addons", False):
             raise ConfigError(
-                f"regularizer {name!r} adds a loss term, which method {method.name!r} does not "
-                "take (methods that do: those with takes_loss_addons, such as dm and idm)"
+                f"regularizer {name!r} cannot be combined with method {method.name!r}: it adds "
+                "a loss term, which only methods with takes_loss_addons take (dm, idm and their "
+                "subclasses)"
             )
         options.pop("_target_")
         try:

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from distillkit.addons.base import AddOn, LossContext, SetupContext
 from distillkit.classwise import class_means
 from distillkit.pool import PoolNotFoundError, PretrainedPool, pretrain_command
-from distillkit.addons.base import AddOn, LossContext, SetupContext
 from distillkit.settings import Settings
 
 FORMS = ("linear", "exp")

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from distillkit.addons.base import LossContext, AddOn
+from distillkit.addons.base import AddOn, LossContext
 
 #: Rows per batched outer product: bounds memory at chunk x C x C floats (real batches are big).
 CHUNK = 256

@@ -19,10 +19,6 @@ NUMERIC_GROUPS = ("ipc",)
 _NUMBER_LIST = re.compile(r"^-?\d+(,-?\d+)*$")
 
 
-class ConfigError(ValueError):
-    """An impossible or inconsistent configuration (reported as one line, no traceback)."""
-
-
 def quote_numeric_group_choices(argv: Sequence[str]) -> list[str]:
     """Rewrite `ipc=10` as `ipc='10'` (and `ipc=1,10` as `ipc='1','10'`).
 
@@ -80,8 +76,6 @@ def drop_null_group_choices(argv: Sequence[str]) -> list[str]:
             )
         out.append(arg)
     return out
-
-
 
 
 def hydra_argv(args: Sequence[str]) -> list[str]:

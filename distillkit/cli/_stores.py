@@ -45,7 +45,9 @@ class MemberReport:
         }
 
 
-def store_job(train: Callable[[dict[str, Any]], dict[str, Any]], cfg: DictConfig, what: str) -> None:
+def store_job(
+    train: Callable[[dict[str, Any]], dict[str, Any]], cfg: DictConfig, what: str
+) -> None:
     """Run `train` on the composed config and print one summary line."""
     summary = exit_on_user_errors(train)(as_dict(cfg))
     accs = summary["test_accuracy"]

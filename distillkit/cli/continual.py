@@ -57,7 +57,9 @@ def continual_job(cfg: DictConfig) -> None:
     settings = as_dict(cfg)
     rows, others, name = continual_rows(settings)
     write_csv(rows, run_dir / "continual.csv")
-    title = f"{name}: {settings['steps']} steps, ipc {settings['ipc']}, {settings['orders']} order(s)"
+    title = (
+        f"{name}: {settings['steps']} steps, ipc {settings['ipc']}, {settings['orders']} order(s)"
+    )
     plot_continual([rows, *others], run_dir / "continual.png", title)
     print(format_table(summarise_steps(rows)))
     print(f"-> {run_dir / 'continual.csv'}, {run_dir / 'continual.png'}")

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from distillkit.data.errors import ROOT_ENV_VAR
-from distillkit.errors import ConfigError
 from distillkit.data.image_folder import SPECS as FOLDER_SPECS
 from distillkit.data.image_folder import load_image_folder
 from distillkit.data.raw import RawSplits
@@ -26,6 +25,7 @@ from distillkit.data.sklearn_digits import load_digits
 from distillkit.data.torchvision_sets import SPECS as TORCHVISION_SPECS
 from distillkit.data.torchvision_sets import load_torchvision
 from distillkit.data.zca import ZCAState
+from distillkit.errors import ConfigError
 
 DEFAULT_ROOT = "./data"
 LIMIT_OPTIONS = frozenset({"train_limit", "test_limit"})

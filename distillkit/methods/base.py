@@ -129,8 +129,5 @@ class Method:
         when the run has none."""
         if not self.loss_addons:
             return {}
-        total, terms = addon_terms(
-            self.loss_addons, LossContext(generator=self.generator, **batch)
-        )
+        total, terms = addon_terms(self.loss_addons, LossContext(generator=self.generator, **batch))
         return {"regularizers": total, **terms}
-

@@ -50,7 +50,6 @@ class IDMSettings(MethodSettings):
     net_weight_decay: float = ranged(5e-4, minimum=0)
 
 
-
 class ImprovedDistributionMatching(Method):
     name = "idm"
     takes_loss_addons = True

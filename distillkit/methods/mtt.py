@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from distillkit.augment.dsa import DSAParams
-from distillkit.experts import ExpertBuffer, buffer_meta, flatten_parameters
 from distillkit.errors import ConfigError
+from distillkit.experts import ExpertBuffer, buffer_meta, flatten_parameters
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.settings import ranged
 
@@ -125,9 +125,7 @@ class TrajectoryMatching(Method):
         self.student = FunctionalNetwork(net)
         if not s.buffer:
             raise ValueError("method.buffer: the expert buffer directory is not set")
-        self.buffer = ExpertBuffer.open(
-            s.buffer, buffer_meta(self.data.info, ctx.networks, net)
-        )
+        self.buffer = ExpertBuffer.open(s.buffer, buffer_meta(self.data.info, ctx.networks, net))
         needed = self.max_start_epoch - 1 + self.expert_epochs
         if needed > self.buffer.epochs:
             raise ValueError(
