@@ -6,31 +6,29 @@ directory of shard files `experts_00000.pt`, ... each holding a few experts as o
 (experts, epochs + 1, num_params) and the metadata of the setting they were trained in (dataset,
 image size, normalisation, ZCA, model and parameter layout). Opening a buffer checks every shard
 against the run's setting, so trajectories from another dataset, model or whitening are refused
-with an error that names the file instead of silently producing a bad distillation.
-Shards are opened memory-mapped: sampling an expert reads only the two epochs it needs.
+with an error that names the file instead of silently producing a bad distillation. The store
+itself (naming, atomic writes, resume) is `shards.py`'s; the training loop is the evaluation
+protocol's. Shards are opened memory-mapped: sampling an expert reads only the two epochs it
+needs.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
 from distillkit.data.real import setting_facts
-from distillkit.io import save_torch
+from distillkit.evaluation.protocol import EvalSettings, train_network
 from distillkit.networks import NetworkFactory
+from distillkit.shards import Shard, ShardKind, mismatch
 
-FORMAT = "distillkit.experts/1"
-SHARD_PATTERN = "experts_*.pt"
-_SHARD_NAME = re.compile(r"^experts_(\d{5})\.pt$")
 #: Metadata that must match between a buffer and the run that uses it.
 CHECKED_KEYS = (
     "dataset",
@@ -46,6 +44,23 @@ CHECKED_KEYS = (
 
 class ExpertBufferError(ValueError):
     """A buffer that cannot serve this run (missing, unreadable, foreign or mismatched)."""
+
+
+def _malformed(state: Shard) -> str | None:
+    trajectories, meta = state.get("trajectories"), state.get("meta") or {}
+    if (
+        not isinstance(trajectories, Tensor)
+        or trajectories.dim() != 3
+        or trajectories.shape[0] != len(state.get("expert_ids", ()))
+        or trajectories.shape[2] != meta.get("num_params")
+    ):
+        return "shape or ids do not agree"
+    return None
+
+
+#: experts_00000.pt, ... tagged "distillkit.experts/1", each one (experts, epochs + 1, params)
+#: tensor of trajectories.
+SHARDS = ShardKind("experts", "expert", "expert_ids", ExpertBufferError, _malformed)
 
 
 # -- flat parameters ----------------------------------------------------------------------------
@@ -76,30 +91,18 @@ def buffer_meta(info: Any, factory: NetworkFactory, net: nn.Module | None = None
     }
 
 
-def _same(key: str, saved: Any, expected: Any) -> bool:
-    if key == "normalisation":
-        try:
-            if any(len(saved[k]) != len(expected[k]) for k in ("mean", "std")):
-                return False
-            pairs = [p for k in ("mean", "std") for p in zip(saved[k], expected[k], strict=True)]
-        except (KeyError, TypeError):
-            return False
-        return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in pairs)
-    return saved == expected
-
-
 def check_meta(path: Path, saved: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Refuse a shard made for another setting; the message names the file and the difference."""
-    for key in CHECKED_KEYS:
-        have, want = saved.get(key), expected[key]
-        if not _same(key, have, want):
-            if key in ("architecture", "param_layout"):
-                key, have, want = "model", saved.get("model"), expected["model"]
-            raise ExpertBufferError(
-                f"{path}: this expert buffer was trained for {key}={have!r}, but the run uses "
-                f"{key}={want!r}; train experts for this setting (distillkit-experts with the "
-                "same dataset/model options) or point method.buffer at a matching buffer"
-            )
+    key = mismatch(saved, expected, CHECKED_KEYS)
+    if key is None:
+        return
+    if key in ("architecture", "param_layout"):  # the module tree is compared, the name shown
+        key = "model"
+    raise ExpertBufferError(
+        f"{path}: this expert buffer was trained for {key}={saved.get(key)!r}, but the run uses "
+        f"{key}={expected[key]!r}; train experts for this setting (distillkit-experts with the "
+        "same dataset/model options) or point method.buffer at a matching buffer"
+    )
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -121,29 +124,22 @@ def train_expert(
     generator: torch.Generator,
 ) -> tuple[Tensor, nn.Module]:
     """One expert: its trajectory (epochs + 1, num_params) on the CPU (init, then every epoch)
-    and the trained network."""
-    net = factory(generator)
-    optimiser = torch.optim.SGD(net.parameters(), lr=settings.lr, momentum=0.0, weight_decay=0.0)
-    trajectory = [flatten_parameters(net).cpu()]
-    n = images.shape[0]
-    net.train()
-    for _ in range(settings.epochs):
-        order = torch.randperm(n, generator=generator).to(images.device)
-        for start in range(0, n, settings.batch_size):
-            rows = order[start : start + settings.batch_size]
-            x = images[rows]
-            if augment is not None and augment.enabled:
-                x = augment(x, generator)
-            loss = F.cross_entropy(net(x), labels[rows])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+    and the trained network. The evaluation protocol's loop with plain SGD and no lr decay."""
+    recipe = EvalSettings(
+        epochs=settings.epochs,
+        lr=settings.lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=settings.batch_size,
+        lr_decay_at=1.0,  # decay epoch == epochs: never
+    )
+    trajectory: list[Tensor] = []
+
+    def snapshot(_done: int, net: nn.Module) -> None:
         trajectory.append(flatten_parameters(net).cpu())
+
+    net = train_network(factory, images, labels, recipe, augment, generator, on_epoch=snapshot)
     return torch.stack(trajectory), net
-
-
-def shard_path(directory: Path, index: int) -> Path:
-    return Path(directory) / f"experts_{index:05d}.pt"
 
 
 def write_shard(
@@ -160,14 +156,8 @@ def write_shard(
             f"trajectories must be (experts, epochs + 1, {meta['num_params']}), "
             f"got {tuple(trajectories.shape)}"
         )
-    state = {
-        "format": FORMAT,
-        "meta": dict(meta),
-        "training": dict(training or {}),
-        "expert_ids": [int(i) for i in expert_ids],
-        "trajectories": trajectories.detach().to("cpu", torch.float32).contiguous(),
-    }
-    return save_torch(state, shard_path(Path(directory), index))
+    payload = {"trajectories": trajectories.detach().to("cpu", torch.float32).contiguous()}
+    return SHARDS.write(directory, index, expert_ids, meta, training, payload)
 
 
 def train_experts(
@@ -196,72 +186,40 @@ def train_experts(
         "batch_size": settings.batch_size,
         "dsa": augment.strategy if augment is not None and augment.enabled else None,
     }
-    done = _existing_experts(directory, meta, settings.epochs)
-    todo = [i for i in range(num_experts) if i not in done]
-    index = 1 + max((_shard_number(p) for p in directory.glob(SHARD_PATTERN)), default=-1)
-    written = []
-    for chunk_start in range(0, len(todo), experts_per_shard):
-        ids = todo[chunk_start : chunk_start + experts_per_shard]
-        trajectories = []
-        for i in ids:
-            traj, net = train_expert(
-                factory, data.train_images, data.train_labels, settings, augment, generator_for(i)
+
+    def train_one(i: int) -> Tensor:
+        trajectory, net = train_expert(
+            factory, data.train_images, data.train_labels, settings, augment, generator_for(i)
+        )
+        if on_expert is not None:
+            on_expert(i, net, trajectory)
+        return trajectory
+
+    def write(index: int, ids: list[int], trajectories: list[Tensor]) -> Path:
+        return write_shard(directory, index, torch.stack(trajectories), meta, ids, training)
+
+    def held(where: Path) -> list[int]:
+        buffer = ExpertBuffer.open(where, meta)
+        if buffer.epochs != settings.epochs:
+            raise ExpertBufferError(
+                f"{where}: holds experts of {buffer.epochs} epochs, asked for {settings.epochs}; "
+                "use another buffer directory"
             )
-            trajectories.append(traj)
-            if on_expert is not None:
-                on_expert(i, net, traj)
-        written.append(
-            write_shard(directory, index, torch.stack(trajectories), meta, ids, training)
-        )
-        index += 1
-    return written
+        return buffer.expert_ids
 
-
-def _shard_number(path: Path) -> int:
-    match = _SHARD_NAME.match(path.name)
-    return int(match.group(1)) if match else -1
-
-
-def _existing_experts(directory: Path, meta: Mapping[str, Any], epochs: int) -> set[int]:
-    if not directory.is_dir() or not any(directory.glob(SHARD_PATTERN)):
-        return set()
-    buffer = ExpertBuffer.open(directory, meta)
-    if buffer.epochs != epochs:
-        raise ExpertBufferError(
-            f"{directory}: holds experts of {buffer.epochs} epochs, asked for {epochs}; "
-            "use another buffer directory"
-        )
-    return set(buffer.expert_ids)
+    return SHARDS.fill(directory, range(num_experts), experts_per_shard, held, train_one, write)
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _load_shard(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:  # truncated, foreign or corrupt: one clear message
-        raise ExpertBufferError(
-            f"{path}: not a readable expert shard (truncated or foreign file?): {exc}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ExpertBufferError(
-            f"{path}: not a distillkit expert shard (missing format {FORMAT!r})"
-        )
-    trajectories = state.get("trajectories")
-    meta = state.get("meta") or {}
-    if (
-        not isinstance(trajectories, Tensor)
-        or trajectories.dim() != 3
-        or trajectories.shape[0] != len(state.get("expert_ids", ()))
-        or trajectories.shape[2] != meta.get("num_params")
-    ):
-        raise ExpertBufferError(f"{path}: expert shard is malformed (shape or ids do not agree)")
-    return state
+def _epochs(state: Shard) -> int:
+    """Training epochs of a shard's experts (a trajectory holds epochs + 1 vectors)."""
+    return int(state["trajectories"].shape[1]) - 1
 
 
 class ExpertBuffer:
     """The experts of one buffer directory, validated and memory-mapped."""
 
-    def __init__(self, directory: Path, shards: list[tuple[Path, dict[str, Any]]]) -> None:
+    def __init__(self, directory: Path, shards: list[tuple[Path, Shard]]) -> None:
         self.directory = directory
         self.paths = [path for path, _ in shards]
         self._trajectories = [state["trajectories"] for _, state in shards]
@@ -274,25 +232,21 @@ class ExpertBuffer:
     def open(cls, directory: str | Path, expected: Mapping[str, Any]) -> ExpertBuffer:
         """Every shard under `directory`, each checked against the run's setting `expected`."""
         directory = Path(directory)
-        paths = sorted(p for p in directory.glob(SHARD_PATTERN) if _SHARD_NAME.match(p.name))
-        if not paths:
+
+        def check(path: Path, state: Shard, first: Shard | None) -> None:
+            check_meta(path, state["meta"], expected)
+            if first is not None and _epochs(state) != _epochs(first):
+                raise ExpertBufferError(
+                    f"{path}: holds trajectories of {_epochs(state)} epochs, other shards "
+                    f"{_epochs(first)}; keep one expert recipe per buffer"
+                )
+
+        shards = SHARDS.open(directory, check)
+        if not shards:
             raise ExpertBufferError(
-                f"{directory}: no expert shards ({SHARD_PATTERN}) found; train them first with "
+                f"{directory}: no expert shards ({SHARDS.pattern}) found; train them first with "
                 "distillkit-experts (same dataset and model options) or set method.buffer"
             )
-        shards = []
-        epochs = None
-        for path in paths:
-            state = _load_shard(path)
-            check_meta(path, state["meta"], expected)
-            length = int(state["trajectories"].shape[1])
-            if epochs is not None and length != epochs:
-                raise ExpertBufferError(
-                    f"{path}: holds trajectories of {length - 1} epochs, other shards "
-                    f"{epochs - 1}; keep one expert recipe per buffer"
-                )
-            epochs = length
-            shards.append((path, state))
         return cls(directory, shards)
 
     @property

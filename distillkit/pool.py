@@ -6,33 +6,28 @@ SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256, no augmentation) and th
 setting they were trained in (dataset, channels, image size, classes, normalisation, ZCA, model).
 Opening a pool checks every shard against the run's dataset, so features of another dataset,
 resolution or whitening are refused with an error that names the file and the command that
-builds the right pool. Shards are opened once, memory-mapped; one resident network takes the
-weights of the member sampled each iteration, so even the published 1000-member pool never has
-to fit in memory at once.
+builds the right pool. The store itself (naming, atomic writes, resume) is `shards.py`'s.
+Shards are opened once, memory-mapped; one resident network takes the weights of the member
+sampled each iteration, so even the published 1000-member pool never has to fit in memory at
+once.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from distillkit.data.real import setting_facts
+from distillkit.data.registry import REGISTRY
 from distillkit.evaluation.protocol import EvalSettings, train_network
-from distillkit.io import save_torch
 from distillkit.networks import NetworkFactory
+from distillkit.shards import Shard, ShardKind, mismatch
 
-FORMAT = "distillkit.pool/1"
-SHARD_PATTERN = "pool_*.pt"
-_SHARD_NAME = re.compile(r"^pool_(\d{5})\.pt$")
 #: Metadata that must match between a pool and the dataset of the run that uses it.
 CHECKED_KEYS = ("dataset", "channels", "image_size", "num_classes", "zca", "normalisation")
 
@@ -43,6 +38,16 @@ class PoolError(ValueError):
 
 class PoolNotFoundError(PoolError, FileNotFoundError):
     """No pool where the run looks for one."""
+
+
+def _malformed(state: Shard) -> str | None:
+    if len(state.get("states", ())) != len(state.get("member_ids", ())):
+        return "state_dicts and ids do not agree"
+    return None
+
+
+#: pool_00000.pt, ... tagged "distillkit.pool/1", each holding the state_dicts of a few members.
+SHARDS = ShardKind("pool", "pool", "member_ids", PoolError, _malformed)
 
 
 @dataclass(frozen=True)
@@ -89,34 +94,22 @@ def alternative_dir(directory: str | Path, info: Any) -> Path:
 
 
 def _dataset_has_option(name: str, option: str) -> bool:
-    try:
-        text = (resources.files("distillkit.conf") / "dataset" / f"{name}.yaml").read_text()
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        return False
-    return option in (OmegaConf.create(text) or {})
-
-
-def _same(key: str, saved: Any, expected: Any) -> bool:
-    if key == "normalisation":
-        try:
-            pairs = [p for k in ("mean", "std") for p in zip(saved[k], expected[k], strict=True)]
-        except (KeyError, TypeError, ValueError):
-            return False
-        return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in pairs)
-    return saved == expected
+    """Whether `dataset.<option>=` is an override `name` accepts (else the command omits it)."""
+    spec = REGISTRY.get(name)
+    return spec is not None and option in spec.options
 
 
 def check_meta(path: Path, saved: Mapping[str, Any], info: Any, command: str) -> None:
     """Refuse a shard made for another dataset; the message names the file, the difference and
     the command that builds a matching pool."""
     expected = setting_facts(info)
-    for key in CHECKED_KEYS:
-        if not _same(key, saved.get(key), expected[key]):
-            raise PoolError(
-                f"{path}: this pool was trained for {key}={saved.get(key)!r}, but the run uses "
-                f"{key}={expected[key]!r}; build a pool for this dataset with `{command}` and "
-                "point regularizer.cc.pool at it"
-            )
+    key = mismatch(saved, expected, CHECKED_KEYS)
+    if key is not None:
+        raise PoolError(
+            f"{path}: this pool was trained for {key}={saved.get(key)!r}, but the run uses "
+            f"{key}={expected[key]!r}; build a pool for this dataset with `{command}` and "
+            "point regularizer.cc.pool at it"
+        )
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -139,10 +132,6 @@ def train_member(
     return train_network(factory, data.train_images, data.train_labels, recipe, None, generator)
 
 
-def shard_path(directory: Path, index: int) -> Path:
-    return Path(directory) / f"pool_{index:05d}.pt"
-
-
 def write_shard(
     directory: str | Path,
     index: int,
@@ -155,15 +144,11 @@ def write_shard(
     """One shard file, written atomically: the members' CPU state_dicts plus the metadata."""
     if len(states) != len(member_ids):
         raise ValueError(f"{len(states)} state_dicts for {len(member_ids)} member ids")
-    state = {
-        "format": FORMAT,
-        "meta": dict(meta),
-        "training": dict(training or {}),
-        "member_ids": [int(i) for i in member_ids],
+    payload = {
         "test_accuracy": [float(a) for a in accuracies or []],
         "states": [{k: v.detach().cpu().clone() for k, v in s.items()} for s in states],
     }
-    return save_torch(state, shard_path(Path(directory), index))
+    return SHARDS.write(directory, index, member_ids, meta, training, payload)
 
 
 def check_pool_size(size: int, members_per_shard: int) -> None:
@@ -204,61 +189,38 @@ def train_pool(
         "augmentation": None,
         **dict(training_note or {}),
     }
-    done = _existing_members(directory, data.info, meta, settings.epochs)
-    todo = [i for i in range(size) if i not in done]
-    index = 1 + max((_shard_number(p) for p in directory.glob(SHARD_PATTERN)), default=-1)
-    written = []
-    for start in range(0, len(todo), members_per_shard):
-        ids = todo[start : start + members_per_shard]
-        states, accuracies = [], []
-        for i in ids:
-            net = train_member(factory, data, settings, generator_for(i))
-            states.append(net.state_dict())
-            acc = on_member(i, net) if on_member is not None else None
-            accuracies.append(float("nan") if acc is None else float(acc))
-        written.append(write_shard(directory, index, states, meta, ids, training, accuracies))
-        index += 1
-    return written
+
+    def train_one(i: int) -> tuple[dict[str, Tensor], float]:
+        net = train_member(factory, data, settings, generator_for(i))
+        acc = on_member(i, net) if on_member is not None else None
+        return net.state_dict(), float("nan") if acc is None else float(acc)
+
+    def write(index: int, ids: list[int], members: list[tuple[dict[str, Tensor], float]]) -> Path:
+        states, accuracies = [m[0] for m in members], [m[1] for m in members]
+        return write_shard(directory, index, states, meta, ids, training, accuracies)
+
+    def held(where: Path) -> list[int]:
+        return _growable(PretrainedPool.open(where, data.info), meta, settings.epochs)
+
+    return SHARDS.fill(directory, range(size), members_per_shard, held, train_one, write)
 
 
-def _shard_number(path: Path) -> int:
-    match = _SHARD_NAME.match(path.name)
-    return int(match.group(1)) if match else -1
-
-
-def _existing_members(directory: Path, info: Any, meta: Mapping[str, Any], epochs: int) -> set[int]:
-    if not directory.is_dir() or not any(directory.glob(SHARD_PATTERN)):
-        return set()
-    pool = PretrainedPool.open(directory, info)
+def _growable(pool: PretrainedPool, meta: Mapping[str, Any], epochs: int) -> list[int]:
+    """The pool's member ids, once it is known to hold networks of this recipe."""
     if pool.meta["architecture"] != meta["architecture"]:
         raise PoolError(
-            f"{directory}: holds {pool.meta['model']!r} networks, asked for {meta['model']!r}; "
-            "use another pool.dir"
+            f"{pool.directory}: holds {pool.meta['model']!r} networks, asked for "
+            f"{meta['model']!r}; use another pool.dir"
         )
     if pool.training.get("epochs") != epochs:
         raise PoolError(
-            f"{directory}: holds members trained {pool.training.get('epochs')} epochs, asked for "
-            f"{epochs}; use another pool.dir"
+            f"{pool.directory}: holds members trained {pool.training.get('epochs')} epochs, "
+            f"asked for {epochs}; use another pool.dir"
         )
-    return set(pool.member_ids)
+    return pool.member_ids
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _load_shard(path: Path, command: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:  # truncated, foreign or corrupt: one clear message
-        raise PoolError(
-            f"{path}: not a readable pool shard (truncated or foreign file?): {exc}; rebuild it "
-            f"with `{command}`"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise PoolError(f"{path}: not a distillkit pool shard (missing format {FORMAT!r})")
-    if len(state.get("states", ())) != len(state.get("member_ids", ())):
-        raise PoolError(f"{path}: pool shard is malformed (state_dicts and ids do not agree)")
-    return state
-
-
 class PretrainedPool:
     """The members of one pool directory: opened once, checked, memory-mapped.
 
@@ -266,7 +228,7 @@ class PretrainedPool:
     when another member is asked for).
     """
 
-    def __init__(self, directory: Path, shards: list[tuple[Path, dict[str, Any]]]) -> None:
+    def __init__(self, directory: Path, shards: list[tuple[Path, Shard]]) -> None:
         self.directory = directory
         self.paths = [path for path, _ in shards]
         self.states = [s for _, state in shards for s in state["states"]]
@@ -283,25 +245,24 @@ class PretrainedPool:
         """Every shard under `directory`, each checked against the run's dataset `info`."""
         directory = Path(directory)
         command = pretrain_command(info, directory)
-        paths = sorted(p for p in directory.glob(SHARD_PATTERN) if _SHARD_NAME.match(p.name))
-        if not paths:
-            raise PoolNotFoundError(
-                f"{directory}: no pre-trained pool ({SHARD_PATTERN}) found; build it with "
-                f"`{command}` (or point regularizer.cc.pool at an existing pool)"
-            )
-        shards = []
-        for path in paths:
-            state = _load_shard(path, command)
-            other = pretrain_command(info, alternative_dir(directory, info))
+        other = pretrain_command(info, alternative_dir(directory, info))
+
+        def check(path: Path, state: Shard, first: Shard | None) -> None:
             check_meta(path, state["meta"], info, other)
-            if shards and state["meta"].get("architecture") != shards[0][1]["meta"].get(
+            if first is not None and state["meta"].get("architecture") != first["meta"].get(
                 "architecture"
             ):
                 raise PoolError(
                     f"{path}: holds {state['meta'].get('model')!r}, other shards "
-                    f"{shards[0][1]['meta'].get('model')!r}; keep one architecture per pool"
+                    f"{first['meta'].get('model')!r}; keep one architecture per pool"
                 )
-            shards.append((path, state))
+
+        shards = SHARDS.open(directory, check, hint=f"; rebuild it with `{command}`")
+        if not shards:
+            raise PoolNotFoundError(
+                f"{directory}: no pre-trained pool ({SHARDS.pattern}) found; build it with "
+                f"`{command}` (or point regularizer.cc.pool at an existing pool)"
+            )
         return cls(directory, shards)
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -62,6 +63,29 @@ def test_expert_trajectory_starts_at_init_and_follows_plain_sgd(digits):
     assert torch.equal(trajectory[0], init)  # the same generator gives the same init
     assert torch.equal(trajectory[-1], flatten_parameters(net))
     assert not torch.equal(trajectory[1], trajectory[0])
+
+
+def test_expert_training_is_the_published_plain_sgd_loop_to_the_bit(digits):
+    """The evaluation protocol's loop trains experts: same draws, same steps as plain SGD."""
+    factory, settings = convnet(), ExpertSettings(epochs=2, lr=0.05, batch_size=600)
+    images, labels = digits.train_images, digits.train_labels
+    generator = torch.Generator().manual_seed(3)
+    trajectory, _ = train_expert(factory, images, labels, settings, DSA(STRATEGY), generator)
+    reference = torch.Generator().manual_seed(3)
+    net, augment = factory(reference), DSA(STRATEGY)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.0, weight_decay=0.0)
+    expected = [flatten_parameters(net)]
+    for _ in range(2):
+        order = torch.randperm(images.shape[0], generator=reference)
+        for start in range(0, images.shape[0], 600):
+            rows = order[start : start + 600]
+            loss = F.cross_entropy(net(augment(images[rows], reference)), labels[rows])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        expected.append(flatten_parameters(net))
+    assert torch.equal(trajectory, torch.stack(expected))
+    assert torch.equal(generator.get_state(), reference.get_state())
 
 
 def test_buffer_is_sharded_with_metadata_and_samples_two_epochs(buffer_dir, digits):

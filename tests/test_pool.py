@@ -15,6 +15,7 @@ from distillkit.pool import (
     PoolNotFoundError,
     PoolSettings,
     PretrainedPool,
+    pretrain_command,
     train_pool,
 )
 from distillkit.seeding import RunGenerators
@@ -112,6 +113,15 @@ def test_missing_pool_names_the_command_that_builds_it(tmp_path, digits):
     assert (
         f"distillkit-pretrain dataset=digits dataset.image_size=8 pool.dir={tmp_path / 'nothing'}"
         in str(exc.value)
+    )
+
+
+def test_the_command_sets_image_size_only_for_datasets_that_accept_it(digits):
+    assert "dataset.image_size=8 " in pretrain_command(digits.info, "p")
+    cifar = dataclasses.replace(digits.info, name="cifar10", image_size=(32, 32), zca=True)
+    assert (
+        pretrain_command(cifar, "p")
+        == "distillkit-pretrain dataset=cifar10 dataset.zca=true pool.dir=p"
     )
 
 

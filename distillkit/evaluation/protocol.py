@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -72,8 +72,13 @@ def train_network(
     augment: DSA | None,
     generator: torch.Generator,
     lr: float | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> nn.Module:
-    """A fresh network trained on (images, labels) with the protocol's optimiser and schedule."""
+    """A fresh network trained on (images, labels) with the protocol's optimiser and schedule.
+
+    `on_epoch(done, net)` sees the network before training (done=0) and after every epoch, so
+    expert trajectories reuse this loop; it must not draw from `generator`.
+    """
     net = factory(generator)
     base_lr = settings.lr if lr is None else float(lr)
     optimiser = torch.optim.SGD(
@@ -85,6 +90,8 @@ def train_network(
     decay_epoch = int(settings.epochs * settings.lr_decay_at)
     n = images.shape[0]
     net.train()
+    if on_epoch is not None:
+        on_epoch(0, net)
     for epoch in range(settings.epochs):
         if epoch == decay_epoch and epoch > 0:
             for group in optimiser.param_groups:
@@ -99,6 +106,8 @@ def train_network(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, net)
     return net
 
 
