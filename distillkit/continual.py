@@ -27,6 +27,7 @@ from distillkit.evaluation import EvalSettings, evaluate_set
 from distillkit.methods import method_class
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators, derive_seed
+from distillkit.visualize import save_line_plot
 
 FIELDS = ["label", "order", "step", "classes_seen", "new_classes", "images", "model", "mean", "std"]
 
@@ -236,9 +237,4 @@ def plot_continual(runs: Sequence[Sequence[Mapping[str, Any]]], path: Path, titl
             )  # fmt: skip
     ax.set_xlabel("classes seen")
     ax.set_ylabel("test accuracy on seen classes (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_line_plot(fig, ax, path, title)

@@ -17,6 +17,23 @@ from typing import Any, Self
 from distillkit.errors import ConfigError
 
 
+def component_class(target: Any, base: type, unknown: str) -> type:
+    """The class a config's `_target_` names, which must subclass `base`; `unknown` starts
+    every error line (e.g. "unknown method 'dm'")."""
+    if not target:
+        raise ConfigError(f"{unknown}: its config names no class (_target_)")
+    from hydra.utils import get_class  # hydra loads only where configs name classes
+
+    try:
+        cls = get_class(str(target))
+    except Exception as exc:  # hydra wraps import errors in its own types
+        detail = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"{unknown}: cannot import {target} ({detail})") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{unknown}: {target} is not a {base.__module__}.{base.__qualname__}")
+    return cls
+
+
 def ranged(default: Any, *, minimum: float | None = None, above: float | None = None) -> Any:
     """A field whose value must be >= `minimum` or > `above` (checked by `from_config`)."""
     return dataclasses.field(default=default, metadata={"minimum": minimum, "above": above})

@@ -105,3 +105,16 @@ def _as_hwc(picture: Tensor):
     if picture.shape[0] == 1:
         return picture[0].numpy()
     return picture.permute(1, 2, 0).numpy()
+
+
+def save_line_plot(fig, ax, path, title: str) -> None:
+    """The common tail of the line plots (continual, unequalness curves): title, grid, legend,
+    written to `path` and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

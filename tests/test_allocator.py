@@ -10,8 +10,8 @@ import pytest
 from conftest import TINY, compose_config
 
 from distillkit.allocator import check_allocator, use_allocator
-from distillkit.config import ConfigError, validate_config
 from distillkit.checkpoint import config_differences
+from distillkit.config import ConfigError, validate_config
 from distillkit.trainer import Trainer
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"

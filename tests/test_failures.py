@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY
-from distillkit.cli.summary import collect, render
 
+from distillkit.cli.summary import collect, render
 from distillkit.experts import ExpertBufferError
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer

@@ -11,10 +11,9 @@ import torch
 from conftest import TINY
 
 from distillkit.addons import AddOn
-from distillkit.config import ConfigError
+from distillkit.config import ConfigError, as_dict
 from distillkit.experts import ExpertBufferError, buffer_meta, write_shard
 from distillkit.networks import NetworkFactory
-from distillkit.config import as_dict
 from distillkit.trainer import Trainer
 
 

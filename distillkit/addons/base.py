@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from hydra.utils import get_class
 from torch import Tensor, nn
 
 from distillkit.errors import ConfigError
-from distillkit.settings import Settings
+from distillkit.settings import Settings, component_class
 
 
 @dataclass
@@ -145,21 +144,8 @@ def resolve_weight(name: str, weight: Any, method: str | Sequence[str]) -> float
 
 
 def addon_class(name: str, options: Mapping[str, Any]) -> type[AddOn]:
-    """The class an add-on's config names in `_target_`."""
-    target = options.get("_target_")
-    if not target:
-        raise ConfigError(
-            f"unknown regularizer {name!r}: its config names no class (_target_); the "
-            "options are the files of conf/regularizer/"
-        )
-    try:
-        cls = get_class(str(target))
-    except Exception as exc:  # hydra wraps import errors in its own types
-        detail = " ".join(str(exc).split())[:160]
-        raise ConfigError(f"regularizer {name}: cannot import {target} ({detail})") from None
-    if not (isinstance(cls, type) and issubclass(cls, AddOn)):
-        raise ConfigError(f"regularizer {name}: {target} is not an add-on (distillkit AddOn)")
-    return cls
+    """The class an add-on's config names in `_target_` (the files of conf/regularizer/)."""
+    return component_class(options.get("_target_"), AddOn, f"unknown regularizer {name!r}")
 
 
 def build_addons(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from distillkit.addons import (
@@ -79,6 +80,17 @@ class Method:
         setup_addons(self.addons, self.family(), SetupContext.from_method(ctx))
         self.loss_addons = loss_addons(self.addons)
         self.with_map = needs_feature_map(self.loss_addons)
+        #: The synthetic images' optimiser, for methods that have one (kept in checkpoints).
+        self.optimiser: torch.optim.Optimizer | None = None
+
+    def image_optimiser(self, lr: float, momentum: float) -> torch.optim.SGD:
+        """SGD on the synthetic images (every published method here uses it)."""
+        return torch.optim.SGD(self.synthetic.parameters(), lr=lr, momentum=momentum)
+
+    def real_per_class(self, wanted: int) -> int:
+        """Real images drawn per class: classes with fewer than `wanted` use all of theirs
+        (no duplicated rows)."""
+        return min(wanted, int(self.data.class_counts().min()))
 
     @classmethod
     def check_resources(cls, settings: MethodSettings) -> None:
@@ -101,10 +113,11 @@ class Method:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {} if self.optimiser is None else {"optimiser": self.optimiser.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        del state
+        if self.optimiser is not None:
+            self.optimiser.load_state_dict(state["optimiser"])
 
     def real_view(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """A real batch as it should reach a network: add-ons' real transforms applied."""

@@ -53,11 +53,8 @@ class DistributionMatching(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         s = self.settings
-        self.optimiser = torch.optim.SGD(
-            self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
-        )
-        # Classes with fewer images than batch_real use all of them (no duplicated rows).
-        self.batch_real = min(s.batch_real, int(self.data.class_counts().min()))
+        self.optimiser = self.image_optimiser(s.lr_img, s.momentum)
+        self.batch_real = self.real_per_class(s.batch_real)
         self.iteration = 0
         # Speed switches (the run's runtime block): autocast, channels-last and torch.compile of
         # the network work only; features go back to fp32 before any mean.
@@ -124,9 +121,3 @@ class DistributionMatching(Method):
         if not self.loss_addons:
             return {"loss": loss.detach()}
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
-
-    def state_dict(self) -> dict:
-        return {"optimiser": self.optimiser.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimiser.load_state_dict(state["optimiser"])

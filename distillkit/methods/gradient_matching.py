@@ -246,16 +246,12 @@ class DatasetCondensation(Method):
             )
         self.augment = augment if augment is not None and augment.enabled else None
         s = self.settings
-        self.optimiser = torch.optim.SGD(
-            self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
-        )
+        self.optimiser = self.image_optimiser(s.lr_img, s.momentum)
         self.outer_loop, self.inner_loop = resolve_loops(self.cfg, self.synthetic.ipc)
-        smallest = int(self.data.class_counts().min())
-        # Classes with fewer images than batch_real use all of them (no duplicated rows).
-        self.batch_real = min(s.batch_real, smallest)
+        self.batch_real = self.real_per_class(s.batch_real)
         self.batch_train = s.batch_train
         self.lr_net = s.lr_net
-        self.bn_images = min(s.bn_images_per_class, smallest)
+        self.bn_images = self.real_per_class(s.bn_images_per_class)
         self.real_mode, self.syn_mode = s.real_gradients, s.syn_gradients
         self.class_chunk = s.class_chunk or None
 
@@ -323,12 +319,6 @@ class DatasetCondensation(Method):
                 self.train_network(net, net_optimiser)
         # As the reference logs it: the mean distance per class and round.
         return {"loss": torch.stack(losses).mean() / self.synthetic.num_classes}
-
-    def state_dict(self) -> dict:
-        return {"optimiser": self.optimiser.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimiser.load_state_dict(state["optimiser"])
 
 
 class SiameseGradientMatching(DatasetCondensation):

@@ -58,11 +58,8 @@ class ImprovedDistributionMatching(Method):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         s = self.settings
-        self.optimiser = torch.optim.SGD(
-            self.synthetic.parameters(), lr=s.lr_img, momentum=s.momentum
-        )
-        # Classes with fewer images than batch_real use all of them (no duplicated rows).
-        self.batch_real = min(s.batch_real, int(self.data.class_counts().min()))
+        self.optimiser = self.image_optimiser(s.lr_img, s.momentum)
+        self.batch_real = self.real_per_class(s.batch_real)
         self.queue = ModelQueue(
             ctx.networks, self.generator, s.net_num, s.lr_net, s.net_momentum, s.net_weight_decay
         )

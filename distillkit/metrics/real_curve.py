@@ -18,6 +18,7 @@ from distillkit.augment import DSA
 from distillkit.metrics.unequalness import unequalness
 from distillkit.networks import NetworkFactory
 from distillkit.progress import progress_bar
+from distillkit.visualize import save_line_plot
 
 
 def unequalness_curve(
@@ -98,9 +99,4 @@ def plot_curve(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("images per class")
     ax.set_ylabel("unequalness U / U(size 1)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_line_plot(fig, ax, path, title)
