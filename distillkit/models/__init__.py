@@ -3,7 +3,7 @@
 from .alexnet import AlexNet
 from .base import DistillNet
 from .convnet import ConvNet
-from .factory import available_models, build_model
+from .catalog import available_models, build_model
 from .lenet import LeNet
 from .mlp import MLP
 from .resnet import ResNet18

@@ -1,4 +1,5 @@
-"""Build networks by the names used in the dataset distillation literature.
+"""The catalogue of architectures: build one by the name the dataset-distillation literature
+uses (`build_model`). Seeding and device placement are `distillkit.networks.NetworkFactory`'s.
 
 Aliases (ConvNetBN, ResNet18_AP, ...) are a base class plus default options; options passed to
 ``build_model`` override those defaults.
