@@ -6,6 +6,7 @@ once (distillkit.checkpoint), and the results are written in one schema (distill
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from distillkit.assembly import Bench, build_distillation, evaluation_augment, r
 from distillkit.augment import DSA
 from distillkit.checkpoint import (
     CheckpointFile,
+    CheckpointSchedule,
     FiniteGuard,
     LoopState,
     RunInterrupted,
@@ -41,6 +43,8 @@ from distillkit.report import TABLE_COLUMNS, results, run_name, table_rows
 from distillkit.visualize import class_grid, flip_figure
 
 __all__ = ["RunInterrupted", "Trainer"]
+
+log = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -80,6 +84,8 @@ class Trainer:
                 self.iterations,
             )
         self._start = self.state.iteration
+        if saved is not None:
+            log.info("resuming from iteration %d (%s)", self._start, self.checkpoint.last_good)
         # Built after the state is in place: the local log restarts from the checkpoint's
         # records (no duplicated lines), W&B continues the checkpoint's run.
         self.logger = build_logger(
@@ -225,10 +231,11 @@ class Trainer:
     def distil(self) -> float | None:
         """Run the method's iterations; returns the last logged loss.
 
-        SIGINT/SIGTERM stop it at the next iteration boundary with a checkpoint (RunInterrupted).
+        SIGINT/SIGTERM and the preemption signal (SIGUSR2) stop it at the next iteration boundary
+        with a checkpoint (RunInterrupted; submitit then requeues).
         """
         log_every = max(1, int(self.cfg.get("log_every", 10)))
-        ckpt_every = int(self.cfg["checkpoint"]["every"])
+        schedule = CheckpointSchedule.from_config(self.cfg["checkpoint"])
         bar = progress_bar(
             range(self._start, self.iterations),
             desc=f"distil {self.method.name}",
@@ -248,10 +255,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{self.state.last_loss:.4g}", refresh=False)
                 self.periodic(done)
                 self.state.distil_s += time.perf_counter() - started
-                if stop.requested or (
-                    ckpt_every and done % ckpt_every == 0 and done != self.iterations
-                ):
+                if stop.requested or schedule.due(done, self.iterations):
                     self.save_checkpoint(done)
+                    schedule.written()
                 if stop.requested:
                     bar.close()
                     raise RunInterrupted(int(stop.signum), done, self.checkpoint.path)
