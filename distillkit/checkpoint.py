@@ -47,6 +47,7 @@ RESUME_FREE_KEYS = frozenset(
         "progress",
         "runtime.allocator",
         "checkpoint.every_s",
+        "logger.wandb.group",
         "logger.wandb.job_type",
         "logger.wandb.console",
     }

@@ -32,6 +32,21 @@ def run_name(cfg: Mapping[str, Any]) -> str:
     return f"{cfg['method']['name']}-{regs}-{cfg['dataset']['name']}-ipc{cfg['ipc']}-s{cfg['seed']}"
 
 
+def addons_label(cfg: Mapping[str, Any]) -> str:
+    """The add-ons as one flat value: none | fyi | iid | fyi+iid (cc and cm together are IID)."""
+    names = set(cfg.get("regularizer") or {})
+    if {"cc", "cm"} <= names:
+        names = (names - {"cc", "cm"}) | {"iid"}
+    return "+".join(sorted(names)) or "none"
+
+
+def setting_label(cfg: Mapping[str, Any]) -> str:
+    """What a table cell compares, without the seed: `dm+fyi/cifar10/ipc10`."""
+    addons = addons_label(cfg)
+    method = cfg["method"]["name"] + ("" if addons == "none" else f"+{addons}")
+    return f"{method}/{cfg['dataset']['name']}/ipc{cfg['ipc']}"
+
+
 def best_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The best evaluation point of the headline model, labelled as a test-set selection.
 

@@ -199,6 +199,7 @@ class Trainer:
             max_per_class=int(self.cfg["images"]["max_per_class"]),
         )
         self.logger.log_images(name, grid, iteration, caption=f"iteration {iteration}")
+        self.logger.log_histogram("synthetic/pixels", self.synthetic.images, iteration)
 
     def log_flips(self, iteration: int, name: str) -> None:
         """The synthetic images beside their flips, with per-class left/right difference maps."""
@@ -272,11 +273,16 @@ class Trainer:
         self.state.last_loss = values.get("train/loss", next(iter(values.values())))
 
     def run(self) -> dict[str, Any]:
-        """Distil (from the checkpoint when resuming), save, evaluate; the logger always closes."""
+        """Distil (from the checkpoint when resuming), save, evaluate; the logger always closes
+        (told what ended the run, if anything did)."""
+        failure: BaseException | None = None
         try:
             return self._run()
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            self.logger.finish()
+            self.logger.finish(failure)
 
     def _run(self) -> dict[str, Any]:
         if self._start == 0:
