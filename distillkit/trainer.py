@@ -145,23 +145,29 @@ class Trainer:
         return int(state["iteration"])
 
     # -- periodic work --------------------------------------------------------------------------
-    def evaluate(self, iteration: int, desc: str) -> dict[str, dict[str, Any]]:
+    def evaluate(
+        self, iteration: int, desc: str, validation: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Test accuracy (eval/<arch>/*), or with `validation` the held-out validation split's
+        (val/<arch>/*, fresh models from their own stream)."""
         images, labels = self.synthetic.training_set()
         accuracy = evaluate_set(
             images,
             labels,
-            self.data,
+            self.data.validation_view() if validation else self.data,
             self.bench.networks,
             self.eval_settings,
             self.eval_augment,
-            self.bench.generators[f"eval/{iteration}"],
+            self.bench.generators["validation" if validation else f"eval/{iteration}"],
             lr=self.method.eval_lr,
             progress=self.progress,
             desc=desc,
         )
-        self.state.evaluations.append({"iteration": iteration, "accuracy": accuracy})
+        if not validation:
+            self.state.evaluations.append({"iteration": iteration, "accuracy": accuracy})
+        prefix = "val" if validation else "eval"
         self.logger.log_scalars(
-            {f"eval/{a}/{stat}": r[stat] for a, r in accuracy.items() for stat in ("mean", "std")},
+            {f"{prefix}/{a}/{s}": r[s] for a, r in accuracy.items() for s in ("mean", "std")},
             iteration,
         )
         return accuracy
@@ -304,6 +310,8 @@ class Trainer:
         )
         evaluated = self.eval_settings.num_models > 0
         final = self.evaluate(self.iterations, desc="evaluate") if evaluated else {}
+        held_out = evaluated and self.data.validation is not None
+        validation = self.evaluate(self.iterations, "validate", True) if held_out else None
         report = results(
             self.cfg,
             iterations=self.iterations,
@@ -315,6 +323,7 @@ class Trainer:
             distil_s=self.state.distil_s,
             eval_s=time.perf_counter() - distilled,
             device=str(self.device),
+            validation=validation,
         )
         save_json(report, self.run_dir / "results.json")
         self.logger.log_table("results", TABLE_COLUMNS, table_rows(report))

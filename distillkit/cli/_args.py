@@ -55,6 +55,31 @@ def quote_numeric_group_choices(argv: Sequence[str]) -> list[str]:
     return out
 
 
+#: Arguments that select a search sweeper (it emits trial values unquoted: `ipc=1`).
+_SEARCH_SWEEPERS = ("hparams_search=", "hydra/sweeper=optuna")
+
+
+def quote_numeric_search_spaces(argv: Sequence[str]) -> list[str]:
+    """Under a search sweeper, rewrite `ipc=choice(1,10)` (or `range`, `1,10`, and the
+    `hydra.sweeper.params.ipc=` form) as `ipc=choice("'1'","'10'")`.
+
+    Optuna's sweeper writes each trial's override as `ipc=1`, which Hydra parses as an int;
+    values that carry their quotes reach the job as the choice names `'1'`, `'10'`. Other
+    arguments are returned as they are (the basic sweeper takes quote_numeric_group_choices).
+    """
+    if not any(arg.lstrip("+~").startswith(_SEARCH_SWEEPERS) for arg in argv):
+        return list(argv)
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~").removeprefix("hydra.sweeper.params.")
+        numbers = _numbers(value) if sep and group in NUMERIC_GROUPS else None
+        if numbers and (len(numbers) > 1 or not _NUMBER_LIST.match(value)):
+            arg = f"{key}=choice(" + ",".join(f"\"'{n}'\"" for n in numbers) + ")"
+        out.append(arg)
+    return out
+
+
 def check_numeric_group_choices(argv: Sequence[str]) -> None:
     """Refuse `ipc=0`, `ipc=-3` or an empty `ipc=range(3,1)` with one line, before Hydra composes.
 
@@ -104,4 +129,4 @@ def hydra_argv(args: Sequence[str]) -> list[str]:
     is a ConfigError."""
     args = drop_null_group_choices(args)
     check_numeric_group_choices(args)
-    return quote_numeric_group_choices(args)
+    return quote_numeric_group_choices(quote_numeric_search_spaces(args))

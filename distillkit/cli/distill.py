@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import traceback
 from collections.abc import Sequence
@@ -19,9 +18,11 @@ from distillkit.io import save_json
 
 #: Jobs of this process's multirun that failed: (job directory, error line).
 FAILED_JOBS: list[tuple[Path, str]] = []
-#: What a failed job returns to the sweeper: a float (Optuna's sweeper needs one; it records the
-#: trial as failed, and the basic sweeper ignores return values).
-FAILED_VALUE = math.nan
+#: What a failed job returns to the sweeper. Optuna's sweeper (hydra-optuna-sweeper 1.3 with
+#: optuna 2.10) records a value that is not float-castable as a failed trial and goes on;
+#: NaN would make it pass the value along with the failed state, which optuna refuses (the
+#: whole search stops). The basic sweeper ignores return values.
+FAILED_VALUE = None
 
 log = logging.getLogger("distillkit")
 
