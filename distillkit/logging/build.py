@@ -78,8 +78,6 @@ def build_logger(
         from distillkit.logging.wandb_logger import WandbLogger  # wandb loads only when used
 
         loggers.append(
-            WandbLogger(
-                wandb_cfg, run_dir, run_config, name, run_id=wandb_run_id, records=records or ()
-            )
+            WandbLogger(wandb_cfg, run_dir, run_config, name, run_id=wandb_run_id, records=records)
         )
     return MultiLogger(loggers)

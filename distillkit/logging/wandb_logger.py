@@ -48,9 +48,10 @@ def artifact_name(run_config: Mapping[str, Any]) -> str:
 class WandbLogger(Logger):
     """One W&B run per Hydra job, written under the job's directory.
 
-    `run_id` (from a checkpoint) continues that run online. Offline, `wandb sync` cannot merge
-    two offline folders of one id, so a resumed offline run starts a new run in the same group,
-    replays `records` (every scalar up to the checkpoint) and names the run it supersedes.
+    `run_id` (from a checkpoint, with its `records`) continues that run online. Offline,
+    `wandb sync` cannot merge two offline folders of one id, so a resumed offline run starts a
+    new run in the same group, replays `records` (every scalar up to the checkpoint) and names
+    the run it supersedes. A fixed `run_id` without records (a table's run) is continued.
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class WandbLogger(Logger):
         run_config: Mapping[str, Any],
         name: str,
         run_id: str | None = None,
-        records: Sequence[Mapping[str, Any]] = (),
+        records: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         import wandb
 
@@ -69,7 +70,9 @@ class WandbLogger(Logger):
         self.run_config = run_config
         mode = cfg.get("mode", "offline")
         flat = comparison_keys(run_config)
-        offline_resume = bool(run_id) and mode == "offline"
+        # A checkpoint's resume (records given) offline; a fixed id without records (a table's
+        # run) continues that id in every mode.
+        offline_resume = bool(run_id) and mode == "offline" and records is not None
         config = {**run_config, **flat}
         if offline_resume:
             config["supersedes"] = run_id
@@ -99,7 +102,7 @@ class WandbLogger(Logger):
             self.run.define_metric(f"eval/{arch}/mean", summary="max,last")
         self.run.define_metric("train/loss", summary="min,last")
         if offline_resume:
-            for record in records:
+            for record in records or ():
                 values = {k: v for k, v in record.items() if k not in ("step", "time")}
                 self.run.log(values, step=int(record["step"]))
 
