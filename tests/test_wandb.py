@@ -187,3 +187,16 @@ def test_labels():
     assert artifact_name(cfg) == "synset-dm-fyi-cifar10-ipc10-s2"
     assert media_key("grid_init") == media_key("grid_000500") == media_key("grid_final")
     assert media_key("flips_final") == "synthetic/flips"
+
+
+def test_eval_by_artifact_name_needs_w_and_b_online(tmp_path):
+    """`distillkit-eval wandb:<entity>/<project>/<name>:<alias>` downloads the artifact in an
+    `eval` run; offline it fails in one line (exit 2) before anything is loaded."""
+    code = "from distillkit.cli.evaluate import main; main()"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, "wandb:me/proj/synset-dm-none-digits-ipc1-s0:latest"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith("fetching an artifact needs W&B online"), out.stderr

@@ -158,7 +158,8 @@ class WandbLogger(Logger):
             self.log_results_artifact()
             self.run.finish(exit_code=0)
             return
-        if type(failed).__name__ == "RunInterrupted":
+        # a stop signal (RunInterrupted), or submitit's requeue exiting after the checkpoint
+        if isinstance(failed, SystemExit) or type(failed).__name__ == "RunInterrupted":
             self.run.mark_preempting()
         else:
             self.run.tags = (*self.run.tags, "failed")
