@@ -200,3 +200,26 @@ def test_eval_by_artifact_name_needs_w_and_b_online(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().endswith("fetching an artifact needs W&B online"), out.stderr
+
+
+def test_expert_buffer_is_a_reference_artifact_of_an_experts_run(tmp_path):
+    """`distillkit-experts +logger=wandb`: a run of job type `experts` records the buffer as a
+    reference artifact (lineage without uploading GPU-days of files)."""
+    code = "from distillkit.cli.experts import main; main()"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    buffer = tmp_path / "buffer"
+    out = subprocess.run(
+        [sys.executable, "-c", code, "+logger=wandb", "num_experts=1", "epochs=1",
+         "dataset.image_size=8", "model.width=8", "progress=false", "device=cpu",
+         f"buffer_dir={buffer}", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    ((_, run),) = offline_runs(tmp_path / "run").items()  # the job's directory, not the buffer
+    assert run.run.job_type == "experts" and run.exit_code == 0
+    ((name, kind),) = run.artifacts
+    assert kind == "expert-buffer" and name == "experts-digits-buffer"
+    refs = [r for r in run.records if r.WhichOneof("record_type") == "artifact"]
+    entries = refs[0].artifact.manifest.contents
+    assert entries and all(e.ref.startswith(buffer.resolve().as_uri() + "/") for e in entries)
+    assert not (buffer / "wandb").exists()

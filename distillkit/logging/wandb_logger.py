@@ -45,6 +45,38 @@ def artifact_name(run_config: Mapping[str, Any]) -> str:
     return f"synset-{method}-{addons}-{dataset}-ipc{run_config['ipc']}-s{run_config['seed']}"
 
 
+def log_reference_artifact(
+    cfg: Mapping[str, Any],
+    job_type: str,
+    name: str,
+    kind: str,
+    directory: Path,
+    run_config: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    run_dir: Path,
+) -> None:
+    """One W&B run of `job_type` that logs `directory` as a reference artifact: lineage and
+    metadata without uploading the files (expert buffers and pools take GPU-days and GBs)."""
+    import wandb
+
+    run = wandb.init(
+        project=cfg.get("project", "distillkit"),
+        entity=cfg.get("entity"),
+        group=cfg.get("group"),
+        job_type=job_type,
+        tags=list(cfg.get("tags") or []),
+        mode=cfg.get("mode", "offline"),
+        dir=str(run_dir),
+        config=dict(run_config),
+        reinit="finish_previous",
+        settings=wandb.Settings(console=cfg.get("console", "off"), silent=True),
+    )
+    artifact = wandb.Artifact(re.sub(r"[^\w.-]", "-", name), type=kind, metadata=dict(metadata))
+    artifact.add_reference(Path(directory).resolve().as_uri(), checksum=False)
+    run.log_artifact(artifact)
+    run.finish(exit_code=0)
+
+
 class WandbLogger(Logger):
     """One W&B run per Hydra job, written under the job's directory.
 
