@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, group_options
 
 from distillkit.cli._args import drop_null_group_choices, quote_numeric_group_choices
 from distillkit.config import ConfigError, validate_config
@@ -14,15 +14,6 @@ from distillkit.config import ConfigError, validate_config
 GROUPS = [
     "dataset", "method", "regularizer", "ipc", "model", "eval", "logger", "runtime", "experiment"
 ]  # fmt: skip
-
-
-def group_options(group: str) -> list[str]:
-    """The options Hydra lists for `group` (files in distillkit.conf, and the ipc plugin's)."""
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
-        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def test_every_group_has_options():
