@@ -15,7 +15,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,launchers]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,launchers,hpo,dashboard]"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install distillkit (editable) with the pinned, tested set

@@ -7,9 +7,11 @@ config, fitting this run's shapes) and applied once (`restore`); the loop then o
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
-import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,21 @@ CHECKPOINT_KEYS = (
 )
 #: Config keys that may differ between a checkpoint's run and the run that resumes it.
 #: (runtime.allocator only decides where host memory comes from: results are the same.)
-RESUME_FREE_KEYS = frozenset({"resume", "progress", "runtime.allocator"})
+RESUME_FREE_KEYS = frozenset(
+    {
+        "resume",
+        "progress",
+        "runtime.allocator",
+        "checkpoint.every_s",
+        "logger.wandb.group",
+        "logger.wandb.job_type",
+        "logger.wandb.console",
+    }
+)
+#: Keys added after checkpoints were written: a checkpoint without one had this value.
+RESUME_DEFAULTS: dict[str, Any] = {"dataset.validation": 0}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +80,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Dotted keys whose values differ (keys in RESUME_FREE_KEYS ignored)."""
-    a, b = _flatten(saved), _flatten(current)
+    a = {**RESUME_DEFAULTS, **_flatten(saved)}
+    b = {**RESUME_DEFAULTS, **_flatten(current)}
 
     def free(key: str) -> bool:
         return any(key == f or key.startswith(f + ".") for f in RESUME_FREE_KEYS)
@@ -127,6 +144,30 @@ class CheckpointFile:
     def write(self, state: Mapping[str, Any]) -> None:
         save_torch(dict(state), self.path)
         self.last_good = self.path
+
+
+class CheckpointSchedule:
+    """When the loop writes a checkpoint: every `every` iterations and/or every `every_s`
+    seconds of wall-clock time (0 = off; the end of the run always writes one)."""
+
+    def __init__(self, every: int = 0, every_s: float = 0.0) -> None:
+        self.every, self.every_s = int(every), float(every_s)
+        self._since = time.monotonic()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> CheckpointSchedule:
+        return cls(int(cfg.get("every", 0) or 0), float(cfg.get("every_s", 0) or 0))
+
+    def due(self, done: int, total: int) -> bool:
+        """Whether to write after iteration `done` (never at `total`: the run's end writes)."""
+        if done == total:
+            return False
+        by_count = bool(self.every) and done % self.every == 0
+        by_time = bool(self.every_s) and time.monotonic() - self._since >= self.every_s
+        return by_count or by_time
+
+    def written(self) -> None:
+        self._since = time.monotonic()
 
 
 # -- applying -------------------------------------------------------------------------------------
@@ -205,7 +246,7 @@ def snapshot(
 
 # -- stopping safely ------------------------------------------------------------------------------
 class RunInterrupted(Exception):
-    """SIGINT/SIGTERM stopped the run at an iteration boundary, after writing a checkpoint."""
+    """A stop signal ended the run at an iteration boundary, after writing a checkpoint."""
 
     def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
         self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
@@ -216,22 +257,33 @@ class RunInterrupted(Exception):
         )
 
 
+def preemption_signal() -> signal.Signals:
+    """The signal submitit sends before a SLURM time limit or preemption (`--signal`): SIGUSR2,
+    or the one `SUBMITIT_PREEMPT_SIGNAL` names (submitit reads the same variable)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper()
+    return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+
+
 class StopSignals:
-    """While active, SIGINT/SIGTERM only ask the loop to stop at the next iteration boundary.
+    """While active, SIGINT/SIGTERM and the preemption signal only ask the loop to stop at the
+    next iteration boundary (where it writes a checkpoint and raises RunInterrupted).
 
-    A second signal of the same kind acts at once (the previous handler is back by then).
-    Handlers can only be installed from the main thread; elsewhere signals keep their handlers.
+    A second signal of the same kind acts at once (the previous handler is back by then). The
+    preemption signal is then handed over: when its previous handler is a Python function
+    (submitit's `checkpoint_and_try_requeue`), leaving the block calls it, so submitit requeues
+    the job (which resumes from the checkpoint) and exits. Handlers can only be installed from
+    the main thread; elsewhere signals keep their handlers.
     """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.preempt = preemption_signal()
+        self.signals = (signal.SIGINT, signal.SIGTERM, self.preempt)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
+            for sig in self.signals:
                 previous = signal.signal(sig, self._handle)
                 self._previous[sig] = signal.SIG_DFL if previous is None else previous
         return self
@@ -240,16 +292,23 @@ class StopSignals:
         del frame
         self.signum = signum
         signal.signal(signum, self._previous[signum])
-        print(
-            f"distillkit: {signal.Signals(signum).name} received: stopping after this iteration "
-            "with a checkpoint (send it again to stop at once)",
-            file=sys.stderr,
+        log.warning(
+            "distillkit: %s received: stopping after this iteration with a checkpoint "
+            "(send it again to stop at once)",
+            signal.Signals(signum).name,
         )
 
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        previous = dict(self._previous)
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        handler = previous.get(self.preempt)
+        if self.signum == self.preempt and exc_type is RunInterrupted and callable(handler):
+            log.warning("distillkit: %s; handing over to the requeue handler", exc)
+            handler(self.signum, None)  # submitit: requeue, then exit
 
     @property
     def requested(self) -> bool:

@@ -32,6 +32,21 @@ def run_name(cfg: Mapping[str, Any]) -> str:
     return f"{cfg['method']['name']}-{regs}-{cfg['dataset']['name']}-ipc{cfg['ipc']}-s{cfg['seed']}"
 
 
+def addons_label(cfg: Mapping[str, Any]) -> str:
+    """The add-ons as one flat value: none | fyi | iid | fyi+iid (cc and cm together are IID)."""
+    names = set(cfg.get("regularizer") or {})
+    if {"cc", "cm"} <= names:
+        names = (names - {"cc", "cm"}) | {"iid"}
+    return "+".join(sorted(names)) or "none"
+
+
+def setting_label(cfg: Mapping[str, Any]) -> str:
+    """What a table cell compares, without the seed: `dm+fyi/cifar10/ipc10`."""
+    addons = addons_label(cfg)
+    method = cfg["method"]["name"] + ("" if addons == "none" else f"+{addons}")
+    return f"{method}/{cfg['dataset']['name']}/ipc{cfg['ipc']}"
+
+
 def best_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The best evaluation point of the headline model, labelled as a test-set selection.
 
@@ -68,13 +83,10 @@ def results(
     distil_s: float,
     eval_s: float,
     device: str,
+    validation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """results.json: the headline (first evaluation model's final accuracy) and everything
     needed to place the run in a table without its config files."""
-    headline = None
-    if final:
-        model = next(iter(final))
-        headline = {"model": model, **{k: final[model][k] for k in ("mean", "std", "n")}}
     return {
         "method": cfg["method"]["name"],
         "regularizers": sorted(cfg.get("regularizer") or {}),
@@ -83,8 +95,13 @@ def results(
         "seed": cfg["seed"],
         "model": cfg["model"]["name"],
         "iterations": iterations,
-        "headline": headline,
+        "headline": headline_of(final),
         "accuracy": final,
+        # Accuracy on `dataset.validation` images per class held out of the training split (the
+        # objective of a search; None without a split), reported apart from the test accuracy.
+        "validation": None
+        if validation is None
+        else {"headline": headline_of(validation), "accuracy": validation},
         "unequalness": unequal,
         "best": best_evaluation(evaluations),
         "evaluations": evaluations,
@@ -99,6 +116,14 @@ def results(
         "versions": versions(),
         "config": cfg,
     }
+
+
+def headline_of(accuracy: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first evaluation model's mean, std and n (None when nothing was evaluated)."""
+    if not accuracy:
+        return None
+    model = next(iter(accuracy))
+    return {"model": model, **{k: accuracy[model][k] for k in ("mean", "std", "n")}}
 
 
 def table_rows(results: Mapping[str, Any]) -> list[list[Any]]:

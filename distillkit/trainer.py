@@ -6,6 +6,7 @@ once (distillkit.checkpoint), and the results are written in one schema (distill
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from distillkit.assembly import Bench, build_distillation, evaluation_augment, r
 from distillkit.augment import DSA
 from distillkit.checkpoint import (
     CheckpointFile,
+    CheckpointSchedule,
     FiniteGuard,
     LoopState,
     RunInterrupted,
@@ -41,6 +43,8 @@ from distillkit.report import TABLE_COLUMNS, results, run_name, table_rows
 from distillkit.visualize import class_grid, flip_figure
 
 __all__ = ["RunInterrupted", "Trainer"]
+
+log = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -80,6 +84,8 @@ class Trainer:
                 self.iterations,
             )
         self._start = self.state.iteration
+        if saved is not None:
+            log.info("resuming from iteration %d (%s)", self._start, self.checkpoint.last_good)
         # Built after the state is in place: the local log restarts from the checkpoint's
         # records (no duplicated lines), W&B continues the checkpoint's run.
         self.logger = build_logger(
@@ -139,23 +145,29 @@ class Trainer:
         return int(state["iteration"])
 
     # -- periodic work --------------------------------------------------------------------------
-    def evaluate(self, iteration: int, desc: str) -> dict[str, dict[str, Any]]:
+    def evaluate(
+        self, iteration: int, desc: str, validation: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Test accuracy (eval/<arch>/*), or with `validation` the held-out validation split's
+        (val/<arch>/*, fresh models from their own stream)."""
         images, labels = self.synthetic.training_set()
         accuracy = evaluate_set(
             images,
             labels,
-            self.data,
+            self.data.validation_view() if validation else self.data,
             self.bench.networks,
             self.eval_settings,
             self.eval_augment,
-            self.bench.generators[f"eval/{iteration}"],
+            self.bench.generators["validation" if validation else f"eval/{iteration}"],
             lr=self.method.eval_lr,
             progress=self.progress,
             desc=desc,
         )
-        self.state.evaluations.append({"iteration": iteration, "accuracy": accuracy})
+        if not validation:
+            self.state.evaluations.append({"iteration": iteration, "accuracy": accuracy})
+        prefix = "val" if validation else "eval"
         self.logger.log_scalars(
-            {f"eval/{a}/{stat}": r[stat] for a, r in accuracy.items() for stat in ("mean", "std")},
+            {f"{prefix}/{a}/{s}": r[s] for a, r in accuracy.items() for s in ("mean", "std")},
             iteration,
         )
         return accuracy
@@ -193,6 +205,7 @@ class Trainer:
             max_per_class=int(self.cfg["images"]["max_per_class"]),
         )
         self.logger.log_images(name, grid, iteration, caption=f"iteration {iteration}")
+        self.logger.log_histogram("synthetic/pixels", self.synthetic.images, iteration)
 
     def log_flips(self, iteration: int, name: str) -> None:
         """The synthetic images beside their flips, with per-class left/right difference maps."""
@@ -225,10 +238,11 @@ class Trainer:
     def distil(self) -> float | None:
         """Run the method's iterations; returns the last logged loss.
 
-        SIGINT/SIGTERM stop it at the next iteration boundary with a checkpoint (RunInterrupted).
+        SIGINT/SIGTERM and the preemption signal (SIGUSR2) stop it at the next iteration boundary
+        with a checkpoint (RunInterrupted; submitit then requeues).
         """
         log_every = max(1, int(self.cfg.get("log_every", 10)))
-        ckpt_every = int(self.cfg["checkpoint"]["every"])
+        schedule = CheckpointSchedule.from_config(self.cfg["checkpoint"])
         bar = progress_bar(
             range(self._start, self.iterations),
             desc=f"distil {self.method.name}",
@@ -248,10 +262,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{self.state.last_loss:.4g}", refresh=False)
                 self.periodic(done)
                 self.state.distil_s += time.perf_counter() - started
-                if stop.requested or (
-                    ckpt_every and done % ckpt_every == 0 and done != self.iterations
-                ):
+                if stop.requested or schedule.due(done, self.iterations):
                     self.save_checkpoint(done)
+                    schedule.written()
                 if stop.requested:
                     bar.close()
                     raise RunInterrupted(int(stop.signum), done, self.checkpoint.path)
@@ -266,11 +279,16 @@ class Trainer:
         self.state.last_loss = values.get("train/loss", next(iter(values.values())))
 
     def run(self) -> dict[str, Any]:
-        """Distil (from the checkpoint when resuming), save, evaluate; the logger always closes."""
+        """Distil (from the checkpoint when resuming), save, evaluate; the logger always closes
+        (told what ended the run, if anything did)."""
+        failure: BaseException | None = None
         try:
             return self._run()
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            self.logger.finish()
+            self.logger.finish(failure)
 
     def _run(self) -> dict[str, Any]:
         if self._start == 0:
@@ -292,6 +310,8 @@ class Trainer:
         )
         evaluated = self.eval_settings.num_models > 0
         final = self.evaluate(self.iterations, desc="evaluate") if evaluated else {}
+        held_out = evaluated and self.data.validation is not None
+        validation = self.evaluate(self.iterations, "validate", True) if held_out else None
         report = results(
             self.cfg,
             iterations=self.iterations,
@@ -303,6 +323,7 @@ class Trainer:
             distil_s=self.state.distil_s,
             eval_s=time.perf_counter() - distilled,
             device=str(self.device),
+            validation=validation,
         )
         save_json(report, self.run_dir / "results.json")
         self.logger.log_table("results", TABLE_COLUMNS, table_rows(report))

@@ -36,6 +36,14 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose("config", overrides=quote_numeric_group_choices(overrides))
 
 
+def group_options(group: str) -> list[str]:
+    """The options Hydra lists for `group` (files in distillkit.conf, and the ipc plugin's)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(config_module="distillkit.conf", version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def method_classes() -> dict[str, type]:
     """The shipped methods by config name, read from their YAMLs' `_target_` (no registry)."""
     import yaml

@@ -8,10 +8,9 @@ pointed at an empty root, so they fail with DatasetNotFoundError (a clear error)
 from __future__ import annotations
 
 import random
-from importlib import resources
 
 import pytest
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, group_options
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
@@ -42,8 +41,7 @@ QUICK_METHOD = {
 
 
 def options(group: str) -> list[str]:
-    folder = resources.files("distillkit.conf") / group
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return group_options(group)
 
 
 def combination(seed: int) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from distillkit.cli._common import exit_on_user_errors
@@ -48,8 +49,26 @@ class MemberReport:
 def store_job(
     train: Callable[[dict[str, Any]], dict[str, Any]], cfg: DictConfig, what: str
 ) -> None:
-    """Run `train` on the composed config and print one summary line."""
-    summary = exit_on_user_errors(train)(as_dict(cfg))
+    """Run `train` on the composed config and print one summary line; with `+logger=wandb`,
+    the store is also recorded in W&B as a reference artifact (job type experts / pretrain)."""
+    settings = as_dict(cfg)
+    summary = exit_on_user_errors(train)(settings)
+    wandb_cfg = (settings.get("logger") or {}).get("wandb") or {}
+    if wandb_cfg.get("enabled") and wandb_cfg.get("mode", "offline") != "disabled":
+        from distillkit.logging.wandb_logger import log_reference_artifact
+
+        experts = what == "experts"
+        directory = Path(summary["directory"])
+        log_reference_artifact(
+            wandb_cfg,
+            "experts" if experts else "pretrain",
+            f"{'experts' if experts else 'pool'}-{settings['dataset']['name']}-{directory.name}",
+            "expert-buffer" if experts else "feature-pool",
+            directory,
+            settings,
+            {k: summary[k] for k in ("trained", "test_accuracy", "seconds")},
+            Path(HydraConfig.get().runtime.output_dir),
+        )
     accs = summary["test_accuracy"]
     mean = f", final test accuracy {sum(accs) / len(accs):.2f}% (mean)" if accs else ""
     print(f"{summary['trained']} {what} trained in {summary['seconds']} s{mean} -> "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -10,13 +11,20 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distillkit.cli._common import EXIT_NUMERICAL, EXIT_USER, USER_ERRORS, report, run_hydra_app
 from distillkit.io import save_json
 
 #: Jobs of this process's multirun that failed: (job directory, error line).
 FAILED_JOBS: list[tuple[Path, str]] = []
+#: What a failed job returns to the sweeper. Optuna's sweeper (hydra-optuna-sweeper 1.3 with
+#: optuna 2.10) records a value that is not float-castable as a failed trial and goes on;
+#: NaN would make it pass the value along with the failed state, which optuna refuses (the
+#: whole search stops). The basic sweeper ignores return values.
+FAILED_VALUE = None
+
+log = logging.getLogger("distillkit")
 
 
 def _is_multirun() -> bool:
@@ -49,12 +57,32 @@ def _record_failure(cfg: DictConfig, run_dir: Path, exc: BaseException) -> None:
     print(f"distillkit: {line} -> {run_dir / 'failed.json'}", file=sys.stderr)
 
 
+def default_sweep_group(cfg: DictConfig) -> None:
+    """In a sweep, W&B's group defaults to one per sweep (`distill-<sweep directory name>`), so
+    seeds and settings of one sweep are grouped on the dashboard."""
+    wandb = OmegaConf.select(cfg, "logger.wandb")
+    if _is_multirun() and isinstance(wandb, DictConfig) and not wandb.get("group"):
+        hydra_cfg = HydraConfig.get()
+        with open_dict(wandb):
+            wandb.group = f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
+def objective(results: dict) -> float | None:
+    """What the job returns to a sweeper: validation accuracy when a validation split is held
+    out (an Optuna search must not select on test), else the headline test accuracy."""
+    validation = results.get("validation") or {}
+    headline = validation.get("headline") or results["headline"]
+    return None if headline is None else headline["mean"]
+
+
 @hydra.main(config_path="pkg://distillkit.conf", config_name="config", version_base="1.3")
 def distill_job(cfg: DictConfig) -> float | None:
-    """One job: a Trainer run in Hydra's output directory; returns the headline accuracy."""
+    """One job: a Trainer run in Hydra's output directory; returns the objective (validation
+    accuracy when `dataset.validation` > 0, else the headline test accuracy)."""
     from distillkit.trainer import RunInterrupted, Trainer  # torch loads only for a job
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    default_sweep_group(cfg)
     try:
         results = Trainer(cfg, run_dir).run()
     except RunInterrupted as exc:  # stops a whole sweep too
@@ -63,7 +91,7 @@ def distill_job(cfg: DictConfig) -> float | None:
     except Exception as exc:
         if _is_multirun():  # one failing job must not stop the others
             _record_failure(cfg, run_dir, exc)
-            return None
+            return FAILED_VALUE
         if isinstance(exc, FloatingPointError):
             report(exc)
             raise SystemExit(EXIT_NUMERICAL) from None
@@ -74,14 +102,16 @@ def distill_job(cfg: DictConfig) -> float | None:
     (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run that now works
     headline = results["headline"]
     if headline is None:
-        print(f"{results['method']} {results['dataset']} ipc={results['ipc']}: not evaluated")
+        log.info(
+            "%s %s ipc=%s: not evaluated", results["method"], results["dataset"], results["ipc"]
+        )
         return None
-    print(
-        f"{results['method']} {results['dataset']} ipc={results['ipc']}: "
-        f"{headline['model']} {headline['mean']:.2f} ± {headline['std']:.2f}% "
-        f"({headline['n']} models) -> {run_dir}"
-    )
-    return headline["mean"]
+    log.info(
+        "%s %s ipc=%s: %s %.2f ± %.2f%% (%d models) -> %s",
+        results["method"], results["dataset"], results["ipc"], headline["model"],
+        headline["mean"], headline["std"], headline["n"], run_dir,
+    )  # fmt: skip
+    return objective(results)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,14 +1,20 @@
-"""`distillkit-eval path/to/synthetic_set.pt`: re-evaluate a saved synthetic set."""
+"""`distillkit-eval path/to/synthetic_set.pt` (or `wandb:<entity>/<project>/<artifact>:<alias>`):
+re-evaluate a saved synthetic set."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from distillkit.cli._common import exit_on_user_errors
+from distillkit.errors import ConfigError
+
+#: A synthetic set given as a W&B artifact (what a `logger=wandb` run logs).
+ARTIFACT_PREFIX = "wandb:"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,7 +22,12 @@ def parser() -> argparse.ArgumentParser:
         prog="distillkit-eval",
         description="Evaluate a saved synthetic set with the standard protocol.",
     )
-    p.add_argument("path", type=Path, help="synthetic_set.pt written by a distillkit run")
+    p.add_argument(
+        "path",
+        help="synthetic_set.pt written by a distillkit run, or a W&B artifact "
+        "wandb:<entity>/<project>/synset-...:<alias> (downloaded in an `eval` run; needs W&B "
+        "online)",
+    )
     p.add_argument("--models", nargs="+", help="evaluation architectures (default: the run's)")
     p.add_argument("--num-models", type=int, help="models per architecture")
     p.add_argument("--epochs", type=int, help="training epochs per model")
@@ -38,7 +49,10 @@ def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
     from distillkit.seeding import RunGenerators
 
     device = resolve_device(args.device)
-    saved = load_saved_set(args.path, device, args.data_root)
+    run, path = None, Path(args.path)
+    if args.path.startswith(ARTIFACT_PREFIX):
+        run, path = use_artifact(args.path.removeprefix(ARTIFACT_PREFIX))
+    saved = load_saved_set(path, device, args.data_root)
     cfg = saved.cfg
     eval_cfg = dict(cfg["eval"])
     for key, value in (
@@ -64,12 +78,41 @@ def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
         RunGenerators(args.seed)["eval/saved"],
         lr=saved.saved.get("lr"),
     )
+    if run is not None:  # the eval run records the accuracy beside the artifact it used
+        run.summary.update(
+            {f"eval/{a}/{k}": r[k] for a, r in results.items() for k in ("mean", "std")}
+        )
+        run.finish()
     if args.output:
         save_json({"path": str(args.path), "accuracy": results}, args.output)
     else:
         shown = {a: {k: r[k] for k in ("mean", "std", "n")} for a, r in results.items()}
         print(json.dumps({"accuracy": shown}))
     return results
+
+
+def use_artifact(name: str) -> tuple[Any, Path]:
+    """Download a `synthetic-dataset` artifact inside a W&B run of job type `eval` (lineage:
+    the artifact's page lists this evaluation); returns the run and its synthetic_set.pt."""
+    if os.environ.get("WANDB_MODE", "online") in ("offline", "disabled", "dryrun"):
+        raise ConfigError(f"{ARTIFACT_PREFIX}{name}: fetching an artifact needs W&B online")
+    import wandb
+
+    entity_project, _, short = name.rpartition("/")
+    entity, _, project = entity_project.rpartition("/")
+    run = wandb.init(
+        project=project or None,
+        entity=entity or None,
+        job_type="eval",
+        reinit="finish_previous",
+        settings=wandb.Settings(silent=True),
+    )
+    try:
+        folder = Path(run.use_artifact(name, type="synthetic-dataset").download())
+    except Exception as exc:  # wandb's CommError and friends: not found, no access
+        run.finish(exit_code=1)
+        raise ConfigError(f"{ARTIFACT_PREFIX}{name}: {exc}") from None
+    return run, folder / "synthetic_set.pt"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import defaultdict
@@ -50,8 +51,13 @@ def render(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    root = Path(args[0] if args else "outputs")
+    parser = argparse.ArgumentParser(
+        prog="distillkit-summary",
+        description="A side-by-side table (method x IPC) of every results.json under a "
+        "directory; jobs that failed in a sweep show as 'failed'.",
+    )
+    parser.add_argument("root", nargs="?", default="outputs", help="directory (outputs)")
+    root = Path(parser.parse_args(sys.argv[1:] if argv is None else argv).root)
     results = collect(root)
     if not results:
         raise SystemExit(f"no results.json under {root}")

@@ -64,6 +64,7 @@ class RealData:
         test_images: Tensor,
         test_labels: Tensor,
         zca: ZCAState | None = None,
+        validation: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         if info.zca != (zca is not None):
             raise ValueError(
@@ -78,6 +79,8 @@ class RealData:
         self.test_labels = test_labels
         #: The fitted ZCA whitening (None unless the dataset was loaded with zca=True).
         self.zca = zca
+        #: Images and labels held out of the training split for model selection (or None).
+        self.validation = validation
         labels_cpu = train_labels.detach().to("cpu", torch.int64)
         # Training indices grouped by class (stable), with each class's start and size.
         self._order_cpu = torch.sort(labels_cpu, stable=True).indices
@@ -167,7 +170,40 @@ class RealData:
             self.test_images.to(device),
             self.test_labels.to(device),
             None if self.zca is None else self.zca.to(device),
+            None if self.validation is None else tuple(t.to(device) for t in self.validation),
         )
+
+    def hold_out(self, per_class: int) -> RealData:
+        """This dataset with the last `per_class` training images of every class (in dataset
+        order: no random draw) moved to a validation split, so a search never selects on test."""
+        order, counts = self._order_cpu, self._counts.tolist()
+        if per_class >= min(counts):
+            raise ValueError(
+                f"dataset.validation={per_class} leaves no training images in the smallest class "
+                f"({min(counts)} images)"
+            )
+        ends = torch.cumsum(self._counts, 0).tolist()
+        held = torch.cat([order[end - per_class : end] for end in ends])
+        keep = torch.ones(len(order), dtype=torch.bool)
+        keep[held] = False
+        keep = keep.to(self.device)
+        held = held.to(self.device)
+        return RealData(
+            self.info,
+            self.train_images[keep],
+            self.train_labels[keep],
+            self.test_images,
+            self.test_labels,
+            self.zca,
+            (self.train_images[held], self.train_labels[held]),
+        )
+
+    def validation_view(self) -> RealData:
+        """The same training split with the validation split in the place of the test split
+        (what `evaluate_set` tests on)."""
+        if self.validation is None:
+            raise ValueError(f"{self.info.name}: no validation split (dataset.validation=0)")
+        return RealData(self.info, self.train_images, self.train_labels, *self.validation, self.zca)
 
     def __repr__(self) -> str:
         return (

@@ -103,10 +103,11 @@ def load_from_config(dataset_cfg: Mapping[str, Any], device: str | torch.device)
     """Load a run's `dataset` block: its `name`, `root`, `download` and the dataset's options
     (`dsa_strategy` is the augmentation's, not the loader's); an option the dataset does not take
     is a ConfigError."""
-    skip = {"name", "root", "download", "dsa_strategy"}
+    skip = {"name", "root", "download", "dsa_strategy", "validation"}
     options = {k: v for k, v in dataset_cfg.items() if k not in skip}
+    validation = int(dataset_cfg.get("validation") or 0)
     try:
-        return load_dataset(
+        data = load_dataset(
             dataset_cfg["name"],
             root=dataset_cfg.get("root"),
             download=bool(dataset_cfg.get("download")),
@@ -115,3 +116,4 @@ def load_from_config(dataset_cfg: Mapping[str, Any], device: str | torch.device)
         )
     except TypeError as exc:  # an option the dataset does not take
         raise ConfigError(f"dataset {dataset_cfg['name']}: {exc}") from None
+    return data.hold_out(validation) if validation > 0 else data

@@ -13,6 +13,9 @@ class Logger:
 
     def log_images(self, name: str, image: Image.Image, step: int, caption: str = "") -> None: ...
 
+    def log_histogram(self, name: str, values: Any, step: int) -> None:
+        """A distribution (e.g. the synthetic pixels); only trackers with histograms keep it."""
+
     def log_table(
         self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None: ...
@@ -23,4 +26,5 @@ class Logger:
         """What a checkpoint keeps so a resumed run continues this logger (none by default)."""
         return {}
 
-    def finish(self) -> None: ...
+    def finish(self, failed: BaseException | None = None) -> None:
+        """Close the writer; `failed` is the exception that ended the run, if any."""

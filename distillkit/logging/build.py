@@ -43,6 +43,10 @@ class MultiLogger(Logger):
         for logger in self.loggers:
             logger.log_images(name, image, step, caption)
 
+    def log_histogram(self, name: str, values: Any, step: int) -> None:
+        for logger in self.loggers:
+            logger.log_histogram(name, values, step)
+
     def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         for logger in self.loggers:
             logger.log_table(name, columns, rows)
@@ -51,9 +55,9 @@ class MultiLogger(Logger):
         for logger in self.loggers:
             logger.log_summary(values)
 
-    def finish(self) -> None:
+    def finish(self, failed: BaseException | None = None) -> None:
         for logger in self.loggers:
-            logger.finish()
+            logger.finish(failed)
 
 
 def build_logger(
@@ -73,5 +77,7 @@ def build_logger(
     if wandb_cfg.get("enabled", False) and wandb_cfg.get("mode", "offline") != "disabled":
         from distillkit.logging.wandb_logger import WandbLogger  # wandb loads only when used
 
-        loggers.append(WandbLogger(wandb_cfg, run_dir, run_config, name, run_id=wandb_run_id))
+        loggers.append(
+            WandbLogger(wandb_cfg, run_dir, run_config, name, run_id=wandb_run_id, records=records)
+        )
     return MultiLogger(loggers)

@@ -54,5 +54,5 @@ class LocalLogger(Logger):
     def resume_state(self) -> dict[str, Any]:
         return {"metrics": list(self.records)}
 
-    def finish(self) -> None:
+    def finish(self, failed: BaseException | None = None) -> None:
         self._metrics.close()

@@ -269,12 +269,17 @@ def log_table(
     run_dir: Path,
     logger_cfg: Mapping[str, Any],
 ) -> None:
-    """The rendered table through the project's logger (W&B group = the table's name)."""
+    """The rendered table through the project's logger: one W&B run per table and scale (job
+    type `table`, group = the table's name); re-rendering updates that run (a fixed id)."""
     from distillkit.logging import build_logger
 
-    wandb_cfg = {**dict(logger_cfg.get("wandb") or {}), "group": table}
+    wandb_cfg = {**dict(logger_cfg.get("wandb") or {}), "group": table, "job_type": "table"}
     logger = build_logger(
-        {"wandb": wandb_cfg}, run_dir, {"table": table, "scale": scale}, f"{table}-{scale}-table"
+        {"wandb": wandb_cfg},
+        run_dir,
+        {"table": table, "scale": scale},
+        f"{table}-{scale}-table",
+        wandb_run_id=f"table-{table}-{scale}",
     )
     try:
         logger.log_table(

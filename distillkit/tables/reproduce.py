@@ -1,4 +1,5 @@
-"""`python -m distillkit.tables.reproduce table=<name> [scale=paper|smoke] [launcher=...]`.
+"""`distillkit-tables table=<name> [scale=paper|smoke] [launcher=...]` (or `python -m
+distillkit.tables.reproduce ...`).
 
 What `make reproduce-table` runs: plan the table's jobs, build missing prerequisites (smoke) or
 name the commands that build them (paper), launch only the jobs without results.json through a
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.tables.plan import Plan, make_plan, paper_prerequisites
-from distillkit.tables.spec import TableError, TableSpec, load_table
+from distillkit.tables.spec import TableError, TableSpec, available_tables, load_table, tables_dir
 
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "slurm_gpu")
 _FLAGS = ("prepare", "dry_run", "render_only")
@@ -235,6 +236,10 @@ def reproduce(opts: Options) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help"} & set(args):
+        print(f"usage: distillkit-tables table=<name> [key=value ...]\n\n{__doc__.strip()}")
+        print(f"\ntables: {', '.join(available_tables())} (in {tables_dir()})")
+        return 0
     try:
         opts = parse_args(args)
         started = time.perf_counter()

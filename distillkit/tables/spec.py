@@ -98,7 +98,11 @@ def tables_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     local = Path("experiments/tables")
     if local.is_dir():
         return local
-    return Path(__file__).resolve().parents[2] / "experiments" / "tables"
+    checkout = Path(__file__).resolve().parents[2] / "experiments" / "tables"
+    if checkout.is_dir():
+        return checkout
+    # An installed wheel: experiments/tables ships as distillkit/tables/specs/ (package data).
+    return Path(__file__).resolve().parent / "specs"
 
 
 def available_tables(directory: Path | None = None) -> list[str]:
