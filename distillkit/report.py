@@ -68,6 +68,7 @@ def results(
     distil_s: float,
     eval_s: float,
     device: str,
+    addons: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """results.json: the headline (first evaluation model's final accuracy) and everything
     needed to place the run in a table without its config files."""
@@ -78,6 +79,8 @@ def results(
     return {
         "method": cfg["method"]["name"],
         "regularizers": sorted(cfg.get("regularizer") or {}),
+        # What add-ons report beyond their config (cc: the pool it sampled from).
+        "addons": dict(addons or {}),
         "dataset": cfg["dataset"]["name"],
         "ipc": cfg["ipc"],
         "seed": cfg["seed"],

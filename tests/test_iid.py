@@ -53,7 +53,7 @@ def make_method(name: str, reg_cfg: dict, ipc: int = 2, dsa: bool = True, seed: 
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     cfg = {"name": name, "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "iterations": 5}
     if name == "idm":
-        cfg.update(batch_train=32, net_num=3, model_train_steps=1, train_net_num=1)
+        cfg.update(batch_train=32, net_num=3, model_train_steps=1, nets_trained_per_iteration=1)
     augment = DSA(STRATEGY) if dsa else None
     ctx = MethodContext(cfg, DATA, syn, networks, augment, gens, regs)
     return build_method(name, ctx), syn, regs

@@ -91,7 +91,7 @@ def check_published(cfg, method: str, regularizers: tuple[str, ...], dataset: st
         assert tuple(m.loops[ipc]) == LOOPS[ipc]
     elif method == "idm":
         assert (m.iterations, m.lr_img, m.momentum, m.factor, m.dsa) == (20000, 0.2, 0.5, 2, True)
-        assert (m.initial_nets, m.net_num, m.train_net_num, m.batch_train) == (3, 100, 2, 256)
+        assert (m.initial_nets, m.net_num, m.nets_trained_per_iteration, m.batch_train) == (3, 100, 2, 256)
         assert (m.lr_net, m.net_momentum, m.net_weight_decay) == (0.01, 0.9, 0.0005)
         if (dataset, ipc) in IDM:
             assert (m.ce_weight, m.batch_real, m.net_generate_interval, m.model_train_steps) == (
