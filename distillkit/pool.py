@@ -98,9 +98,9 @@ def pretrain_command(info: Any, directory: str | Path, published: bool = True) -
         parts.append(f"dataset.image_size={int(info.image_size[0])}")
     if getattr(info, "zca", False):
         parts.append("dataset.zca=true")
+    parts.append(f"pool.dir={directory}")
     if published:
         parts += [f"pool.size={PUBLISHED_POOL['size']}", f"pool.epochs={PUBLISHED_POOL['epochs']}"]
-    parts.append(f"pool.dir={directory}")
     return " ".join(parts)
 
 

@@ -378,7 +378,9 @@ def describe_cells(plan: Plan) -> list[str]:
         at = f", evaluated at {len(points)} points {points[0]}..{points[-1]}" if points else ""
         precision = (c.get("runtime") or {}).get("precision", "fp32")
         if "loops" in method:
-            loops = method["loops"].get(job.ipc) or method["loops"].get(str(job.ipc)) or [None, None]
+            loops = (
+                method["loops"].get(job.ipc) or method["loops"].get(str(job.ipc)) or [None, None]
+            )
             outer = method.get("outer_loop") or loops[0]
             inner = method.get("inner_loop") or loops[1]
             distil += f", loops ({outer}, {inner})"

@@ -292,9 +292,7 @@ def write_outputs(
         stem = f"{stem}-{plan.protocol.name}"
     md_path = results_dir / f"{stem}.md"
     csv_path = results_dir / f"{stem}.csv"
-    md_path.write_text(
-        to_markdown(plan.spec, cells, plan.scale, plan.substitutions, plan.protocol)
-    )
+    md_path.write_text(to_markdown(plan.spec, cells, plan.scale, plan.substitutions, plan.protocol))
     csv_path.write_text(to_csv(rows))
     if logger is not None:
         log_table(plan.spec.name, plan.scale, rows, plan.root / "_table", logger)

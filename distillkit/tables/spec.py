@@ -287,7 +287,9 @@ def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
         eval_preset=str(evaluation.get("preset", "default")),
         num_models=int(evaluation.get("num_models", 5)),
         published=published,
-        protocols=tuple(_protocol(str(k), v, names) for k, v in (data.get("protocols") or {}).items()),
+        protocols=tuple(
+            _protocol(str(k), v, names) for k, v in (data.get("protocols") or {}).items()
+        ),
     )
     if spec.distillations < 1 or spec.num_models < 1:
         raise ValueError("distillations and evaluation.num_models must be >= 1")
