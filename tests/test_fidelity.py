@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-
 from conftest import compose_config
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,8 +75,8 @@ def test_a_run_with_a_small_pool_warns_once_and_records_it(small_pool, tmp_path)
         [
             "dataset=digits", "dataset.image_size=8", "model.width=8", "method=dm", "ipc=2",
             "method.iterations=1", "eval.num_models=1", "eval.epochs=1", "progress=false",
-            "checkpoint.every=0", "device=cpu", "regularizer=cc", f"regularizer.cc.pool={small_pool}",
-            "unequalness.enabled=false", "images.flips=false",
+            "checkpoint.every=0", "device=cpu", "regularizer=cc",
+            f"regularizer.cc.pool={small_pool}", "unequalness.enabled=false", "images.flips=false",
         ]
     )  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
@@ -114,7 +113,8 @@ def test_paper_table_refuses_a_small_pool_before_any_work_in_one_line(
     monkeypatch.setattr(reproduce, "launch_jobs", no_work)
     argv = [
         "table=tiny_iid", "scale=paper", f"results={tmp_path / 'results'}",
-        f"tables={tmp_path / 'tables'}", "dataset.image_size=8", f"regularizer.cc.pool={small_pool}",
+        f"tables={tmp_path / 'tables'}", "dataset.image_size=8",
+        f"regularizer.cc.pool={small_pool}",
     ]  # fmt: skip
     assert reproduce.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -249,8 +249,7 @@ def test_dc_evaluation_augmentation_per_dataset_and_model():
 
 def test_dc_evaluation_runs_each_model_with_its_own_strategy(monkeypatch, digits8):
     from distillkit.augment.dc import DCEvaluationAugment
-    from distillkit.evaluation import EvalSettings, evaluate_set
-    from distillkit.evaluation import protocol
+    from distillkit.evaluation import EvalSettings, evaluate_set, protocol
     from distillkit.networks import NetworkFactory
 
     used = []
@@ -272,7 +271,9 @@ def test_dc_evaluation_runs_each_model_with_its_own_strategy(monkeypatch, digits
     )  # fmt: skip
     images, labels = digits8.train_images[:20], digits8.train_labels[:20]
     augment = DCEvaluationAugment("cifar10")
-    evaluate_set(images, labels, digits8, factory, settings, augment, torch.Generator(), progress=False)
+    evaluate_set(
+        images, labels, digits8, factory, settings, augment, torch.Generator(), progress=False
+    )
     assert used == ["none", "crop_noise"]
 
 
@@ -291,7 +292,9 @@ def test_reference_evaluation_trains_epochs_plus_one_and_decays_after_epoch_half
     factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 4}, "cpu")
     x, y = torch.rand(10, 1, 8, 8), torch.arange(10)
     settings = EvalSettings(epochs=4, extra_epoch=True)
-    train_network(factory, x, y, settings, None, torch.Generator(), on_epoch=lambda d, n: done.append(d))
+    train_network(
+        factory, x, y, settings, None, torch.Generator(), on_epoch=lambda d, n: done.append(d)
+    )
     assert done == [0, 1, 2, 3, 4, 5]
     assert compose_config(["method=dm"]).eval.extra_epoch is True
 
@@ -359,7 +362,9 @@ def test_imagenet_subsets_are_built_with_the_published_class_lists(tmp_path):
     assert SUBSET_CLASSES["imageyellow"] == (309, 986, 954, 951, 987, 779, 599, 291, 72, 11)
     wanted = SUBSET_CLASSES["imagenette"] + SUBSET_CLASSES["imagewoof"]
     synsets = fake_imagenet(tmp_path / "imagenet", wanted=wanted)
-    main([str(tmp_path / "imagenet"), str(tmp_path / "out"), "--subsets", "imagenette", "imagewoof"])
+    main(
+        [str(tmp_path / "imagenet"), str(tmp_path / "out"), "--subsets", "imagenette", "imagewoof"]
+    )
     folders = sorted(p.name for p in (tmp_path / "out" / "imagewoof" / "train").iterdir())
     assert folders == [f"{c:02d}_{synsets[i]}" for c, i in enumerate(SUBSET_CLASSES["imagewoof"])]
     data = load_dataset("imagenette", root=tmp_path / "out")

@@ -23,9 +23,13 @@ def parser() -> argparse.ArgumentParser:
         prog="distillkit-imagenet-subsets",
         description="Build the published 10-class ImageNet subsets from an ImageNet-1k tree.",
     )
-    p.add_argument("imagenet", type=Path, help="ImageNet-1k root with train/<wnid>/ and val/<wnid>/")
+    p.add_argument(
+        "imagenet", type=Path, help="ImageNet-1k root with train/<wnid>/ and val/<wnid>/"
+    )
     p.add_argument("out", type=Path, help="output root (dataset.root of the runs)")
-    p.add_argument("--subsets", nargs="+", default=list(SUBSET_CLASSES), choices=list(SUBSET_CLASSES))
+    p.add_argument(
+        "--subsets", nargs="+", default=list(SUBSET_CLASSES), choices=list(SUBSET_CLASSES)
+    )
     p.add_argument("--mode", default="copy", choices=list(MODES), help="copy, symlink or hardlink")
     return p
 

@@ -63,7 +63,9 @@ def build_subset(imagenet: Path, out_root: Path, name: str, mode: str = "copy") 
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     synsets = imagenet_synsets(imagenet)
     for split in SPLITS:
-        missing = [w for w, _ in subset_folders(name, synsets) if not (imagenet / split / w).is_dir()]
+        missing = [
+            w for w, _ in subset_folders(name, synsets) if not (imagenet / split / w).is_dir()
+        ]
         if missing:
             raise ConfigError(
                 f"{imagenet / split}: no folder for {', '.join(missing)} (the validation images "

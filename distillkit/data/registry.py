@@ -23,8 +23,7 @@ from distillkit.data.raw import RawSplits
 from distillkit.data.real import RealData
 from distillkit.data.sklearn_digits import load_digits
 from distillkit.data.torchvision_sets import SPECS as TORCHVISION_SPECS
-from distillkit.data.torchvision_sets import STATS_CHOICES
-from distillkit.data.torchvision_sets import load_torchvision
+from distillkit.data.torchvision_sets import STATS_CHOICES, load_torchvision
 from distillkit.data.zca import ZCAState
 from distillkit.errors import ConfigError
 

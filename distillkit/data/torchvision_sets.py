@@ -13,7 +13,6 @@ the ones the papers use (docs/methods.md, section 1).
 
 from __future__ import annotations
 
-
 import gzip
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,8 +26,8 @@ from distillkit.data.cifar_binary import FOLDER as CIFAR10_BIN_FOLDER
 from distillkit.data.cifar_binary import load_cifar10_binary
 from distillkit.data.errors import dataset_not_found
 from distillkit.data.raw import RawSplits
-from distillkit.errors import ConfigError
 from distillkit.data.real import DatasetInfo
+from distillkit.errors import ConfigError
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 
