@@ -40,6 +40,10 @@ class PoolNotFoundError(PoolError, FileNotFoundError):
     """No pool where the run looks for one."""
 
 
+class UnpublishedPoolWarning(UserWarning):
+    """A run samples from a pool that is not the published one (its numbers are not the paper's)."""
+
+
 def _malformed(state: Shard) -> str | None:
     if len(state.get("states", ())) != len(state.get("member_ids", ())):
         return "state_dicts and ids do not agree"

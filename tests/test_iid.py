@@ -134,8 +134,11 @@ def test_both_terms_are_zero_with_zero_gradient_at_one_image_per_class(pool_dir)
 
 
 def test_with_fyi_at_ipc_1_the_terms_live_and_nothing_is_warned(pool_dir):
+    from distillkit.pool import UnpublishedPoolWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", UnpublishedPoolWarning)  # the test pool is a tiny one
         method, syn, _ = make_method("dm", {"fyi": {}, **iid_cfg(pool_dir)}, ipc=1)
     net = method.ctx.networks.frozen(torch.Generator().manual_seed(1))
     terms = method.matching_terms(net)

@@ -23,6 +23,7 @@ from distillkit.classwise import class_means
 from distillkit.pool import (
     PoolNotFoundError,
     PretrainedPool,
+    UnpublishedPoolWarning,
     pretrain_command,
     published_shortfall,
 )
@@ -95,7 +96,7 @@ class ClassCentralisation(AddOn):
             warnings.warn(
                 f"regularizer cc: the pool {path} is not the published one ({shortfall}); "
                 "its numbers are not comparable with the paper's",
-                UserWarning,
+                UnpublishedPoolWarning,
                 stacklevel=2,
             )
         self.device = ctx.device
