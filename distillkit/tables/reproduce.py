@@ -7,8 +7,9 @@ Hydra launcher, then render `results/<table>.md` and `.csv` (and a W&B table wit
 Options (key=value): table, scale (paper), protocol (tables with several: e.g. fyi's
 `protocol=dsa` for the original DSA; default the first listed), launcher (basic, joblib,
 submitit_local, submitit_slurm, slurm_gpu), results (results), distillations (the table's),
-jobs (joblib workers), gpus (joblib: N workers, each running job holds one of N GPUs), logger (local, wandb),
-prepare (paper: build missing experts/pools first), dry_run, render_only, tables (folder).
+jobs (joblib workers), gpus (joblib: N workers, each running job holds one of N GPUs), logger
+(local, wandb), prepare (paper: build missing experts/pools first), dry_run, render_only, tables
+(folder).
 Any other `key=value` goes to every job (`dataset.root=/data`, `device=cuda`, `logger.wandb.*`);
 `hydra.*` keys go to the launcher (`hydra.launcher.partition=gpu`).
 """
