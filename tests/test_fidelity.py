@@ -382,3 +382,25 @@ def test_a_partial_imagenet_tree_is_refused_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "999 class folders, ImageNet-1k has 1000" in err[0]
+
+
+# -- 5. IID's covariance on Tiny-ImageNet ---------------------------------------------------------
+def test_covariance_uses_iids_local_tiny_layout_on_tiny_imagenet():
+    # VincenDen/IID IDM+ours/dc_networks.py embed_channel_avg: "local tiny" is
+    # x.view(N, C*H, -1); main_DM_IID.py: cov = mean_k (Z_k - Zbar)(Z_k - Zbar)^T per class.
+    from distillkit.addons.base import SetupContext
+    from distillkit.addons.covariance import CovarianceMatching, class_covariances
+
+    maps = torch.randn(5, 3, 4, 2, dtype=torch.float64)
+    labels = torch.zeros(5, dtype=torch.long)
+    cov, _ = class_covariances(maps, labels, 1, "channel_rows")
+    z = maps.view(5, 12, -1)
+    sub = z - z.mean(0, keepdim=True)
+    assert cov.shape == (1, 12, 12)
+    assert torch.allclose(cov[0], torch.matmul(sub, sub.transpose(1, 2)).mean(0))
+    for dataset, layout in (("tinyimagenet", "channel_rows"), ("cifar10", "channels")):
+        cm = CovarianceMatching({"weight": 0.03})
+        info = type("Info", (), {"name": dataset})()
+        cm.setup("idm", SetupContext(info=info))
+        assert cm.layout == layout
+    assert compose_config(["regularizer=iid"]).regularizer.cm.layout == "auto"
