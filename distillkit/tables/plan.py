@@ -385,8 +385,12 @@ def describe_cells(plan: Plan) -> list[str]:
             inner = method.get("inner_loop") or loops[1]
             distil += f", loops ({outer}, {inner})"
         protocol = f"[{plan.protocol.name}] " if plan.protocol is not None else ""
+        if "accuracy_reset_interval" in method:
+            distil += f", accuracy reset every {method['accuracy_reset_interval']}"
+        model = c["model"]
+        net = f"{model['name']}" + (f" depth {model['depth']}" if model.get("depth") else "")
         lines.append(
-            f"  {job.row} {job.dataset} IPC {job.ipc}: {protocol}distil "
+            f"  {job.row} {job.dataset} IPC {job.ipc}: {protocol}{net}; distil "
             f"{method.get('iterations', 0)} it. ({distil}), init {c['synthetic']['init']}{at}; "
             f"eval {evaluation} epochs {','.join(ev['models'])}; precision {precision}"
         )
