@@ -75,10 +75,12 @@ def check_published(
     assert (m.name, cfg.dataset.name, cfg.ipc) == (method, dataset, ipc)
     keys = {k for r in regularizers for k in (("cc", "cm") if r == "iid" else (r,))}
     assert sorted(cfg.regularizer or {}) == sorted(keys)
-    # DM and IDM on Tiny-ImageNet: the references' `ConvNet` is depth 3 at any size.
+    # DM and IDM on Tiny-ImageNet: the references' `ConvNet` is depth 3 at any size
+    # (DatasetCondensation utils.py and uitrbn/IDM dc_utils.py get_default_convnet_setting).
     depth = 3 if method in ("dm", "idm") and dataset == "tinyimagenet" else None
     assert (cfg.model.name, cfg.model.width, cfg.model.depth) == ("ConvNet", 128, depth)
-    # DC's reference initialises from noise, every other reference from real images.
+    # DC's reference initialises from noise (DatasetCondensation main.py --init), the others
+    # from real images (their readmes' --init real).
     assert cfg.synthetic.init == ("noise" if method == "dc" else "real")
     assert cfg.model.norm == "instancenorm" and cfg.model.pool == "avgpool"
     digits_like = dataset in ("svhn", "mnist", "fashion_mnist")
