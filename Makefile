@@ -42,8 +42,9 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 TABLE ?= fyi
 SCALE ?= paper
 LAUNCHER ?= basic
-reproduce-table: $(STAMP) ## Run a paper table's sweep and render results/<TABLE>.md (TABLE= SCALE=paper|smoke LAUNCHER=basic|joblib|submitit_local|submitit_slurm)
-	$(PY) -m distillkit.tables.reproduce table=$(TABLE) scale=$(SCALE) launcher=$(LAUNCHER)
+ARGS ?=
+reproduce-table: $(STAMP) ## Run a paper table's sweep and render results/<TABLE>.md (TABLE= SCALE=paper|smoke LAUNCHER=basic|joblib|submitit_local|submitit_slurm ARGS="dry_run=true protocol=...")
+	$(PY) -m distillkit.tables.reproduce table=$(TABLE) scale=$(SCALE) launcher=$(LAUNCHER) $(ARGS)
 
 bench: $(STAMP) ## Run the CPU/GPU benchmarks; medians and ratios, JSON under benchmarks/results/
 	$(PY) benchmarks/run_all.py

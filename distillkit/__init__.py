@@ -1,3 +1,29 @@
 """distillkit: dataset distillation in one composable, reproducible trainer."""
 
 __version__ = "0.1.0"
+
+
+def _expose_hydra_plugin() -> None:
+    """Let Hydra's plugin scan see `hydra_plugins.distillkit_ipc` (any integer `ipc`).
+
+    Hydra lists plugins with pkgutil over `hydra_plugins.__path__`; an editable install reaches
+    the plugin through an import hook that pkgutil cannot list, so its folder is added to the
+    namespace path here (a wheel install puts it in site-packages, where nothing changes).
+    """
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("hydra_plugins.distillkit_ipc")
+    except ImportError:
+        return
+    if spec is None or spec.origin is None:
+        return
+    import hydra_plugins
+
+    folder = str(Path(spec.origin).resolve().parents[1])
+    if folder not in [str(p) for p in hydra_plugins.__path__]:
+        hydra_plugins.__path__.append(folder)
+
+
+_expose_hydra_plugin()

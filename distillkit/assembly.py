@@ -17,6 +17,7 @@ import torch
 
 from distillkit.addons import AddOn, build_addons
 from distillkit.augment import DSA
+from distillkit.augment.dc import DCEvaluationAugment
 from distillkit.config import ConfigError, resolve_device, synthetic_factor
 from distillkit.data import RealData, load_from_config
 from distillkit.methods import Method, MethodContext, method_class
@@ -75,9 +76,15 @@ def distillation_augment(cfg: Mapping[str, Any]) -> DSA | None:
 
 
 def evaluation_augment(cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> Any:
-    """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first)."""
+    """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first), or
+    DC's reference augmentation per dataset and model (`eval.augment: dc`), or none."""
     eval_cfg = cfg["eval"] if eval_cfg is None else eval_cfg
-    if not eval_cfg.get("dsa"):
+    augment = eval_cfg.get("augment", "dsa")
+    if augment == "dc":
+        return DCEvaluationAugment(str(cfg["dataset"]["name"]))
+    if augment not in ("dsa", "dc", "none", None):
+        raise ConfigError(f"eval.augment must be dsa, dc or none, got {augment!r}")
+    if augment == "none" or not eval_cfg.get("dsa"):
         return None
     return DSA.from_config(cfg["dsa"], always_flip=bool(eval_cfg.get("always_flip", False)))
 

@@ -40,6 +40,10 @@ class PoolNotFoundError(PoolError, FileNotFoundError):
     """No pool where the run looks for one."""
 
 
+class UnpublishedPoolWarning(UserWarning):
+    """A run samples from a pool that is not the published one (its numbers are not the paper's)."""
+
+
 def _malformed(state: Shard) -> str | None:
     if len(state.get("states", ())) != len(state.get("member_ids", ())):
         return "state_dicts and ids do not agree"
@@ -50,11 +54,16 @@ def _malformed(state: Shard) -> str | None:
 SHARDS = ShardKind("pool", "pool", "member_ids", PoolError, _malformed)
 
 
+#: The published pool (IID, DM+ours/pre_model.py: --model ResNet18, --num_premodels 1000,
+#: --pre_epochs 40; the DC repo's ResNet18 has width 64). A paper-scale table refuses any other.
+PUBLISHED_POOL: dict[str, Any] = {"size": 1000, "epochs": 40, "model": "ResNet18", "width": 64}
+
+
 @dataclass(frozen=True)
 class PoolSettings:
-    """The published recipe, except the epochs (published 40; the default is CPU-affordable)."""
+    """The published recipe (IID pre_model.py: SGD 0.01, momentum 0.9, wd 5e-4, 40 epochs)."""
 
-    epochs: int = 2
+    epochs: int = 40
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -69,18 +78,33 @@ def pool_meta(info: Any, factory: NetworkFactory) -> dict[str, Any]:
     return {
         **setting_facts(info),
         "model": {"name": str(factory.name), **options},
+        "width": first_width(net),
         "architecture": repr(net),
     }
 
 
-def pretrain_command(info: Any, directory: str | Path) -> str:
-    """The `distillkit-pretrain` command line that builds a pool for this dataset at `directory`."""
+def first_width(net: nn.Module) -> int | None:
+    """Channels of the first convolution: the network's width (64 for the published ResNet-18)."""
+    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if conv is None else int(conv.out_channels)
+
+
+def published_pool_command(info: Any, directory: str | Path) -> str:
+    """The command that builds the published pool (PUBLISHED_POOL) for `info` at `directory`."""
+    return pretrain_command(info, directory, published=True)
+
+
+def pretrain_command(info: Any, directory: str | Path, published: bool = True) -> str:
+    """The `distillkit-pretrain` command line that builds a pool for this dataset at `directory`
+    (the published size and epochs, spelled out so that nobody mistakes it for a quick one)."""
     parts = ["distillkit-pretrain", f"dataset={info.name}"]
     if _dataset_has_option(str(info.name), "image_size"):
         parts.append(f"dataset.image_size={int(info.image_size[0])}")
     if getattr(info, "zca", False):
         parts.append("dataset.zca=true")
     parts.append(f"pool.dir={directory}")
+    if published:
+        parts += [f"pool.size={PUBLISHED_POOL['size']}", f"pool.epochs={PUBLISHED_POOL['epochs']}"]
     return " ".join(parts)
 
 
@@ -181,6 +205,7 @@ def train_pool(
     check_pool_size(size, members_per_shard)
     meta = pool_meta(data.info, factory)
     training = {
+        "size": size,
         "epochs": settings.epochs,
         "lr": settings.lr,
         "momentum": settings.momentum,
@@ -268,6 +293,20 @@ class PretrainedPool:
     def __len__(self) -> int:
         return len(self.states)
 
+    def facts(self) -> dict[str, Any]:
+        """(size, epochs, model, width): what decides whether this is the published pool."""
+        return {
+            "size": len(self),
+            "epochs": self.training.get("epochs"),
+            "model": self.meta.get("model", {}).get("name"),
+            "width": self.meta.get("width"),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What results.json records about the pool: where, its facts, whether it is published."""
+        facts = self.facts()
+        return {"dir": str(self.directory), **facts, "published": not published_shortfall(facts)}
+
     def factory(self, device: torch.device | str = "cpu") -> NetworkFactory:
         """Builds networks of the pool's architecture for its dataset shape."""
         meta = self.meta
@@ -297,3 +336,31 @@ class PretrainedPool:
         """A member drawn uniformly from `generator`: (index, frozen network)."""
         index = int(torch.randint(len(self), (1,), generator=generator))
         return index, self.network(index, device)
+
+
+def published_shortfall(facts: Mapping[str, Any]) -> str | None:
+    """How a pool (size, epochs, model, width) differs from PUBLISHED_POOL; None when it is it.
+
+    A pool larger than the published one is fine (the run samples from it uniformly)."""
+    gaps = []
+    if int(facts.get("size") or 0) < PUBLISHED_POOL["size"]:
+        gaps.append(f"{facts.get('size')} members (published {PUBLISHED_POOL['size']})")
+    for key in ("epochs", "model", "width"):
+        if facts.get(key) != PUBLISHED_POOL[key]:
+            gaps.append(f"{key} {facts.get(key)} (published {PUBLISHED_POOL[key]})")
+    return ", ".join(gaps) or None
+
+
+def pool_facts(directory: str | Path) -> dict[str, Any] | None:
+    """(size, epochs, model, width) of the pool under `directory` without loading any weights
+    into networks (shards are memory-mapped); None when there is no pool there."""
+    shards = SHARDS.open(Path(directory), lambda path, state, first: None)
+    if not shards:
+        return None
+    meta, training = shards[0][1]["meta"], shards[0][1].get("training", {})
+    return {
+        "size": sum(len(state["member_ids"]) for _, state in shards),
+        "epochs": training.get("epochs"),
+        "model": meta.get("model", {}).get("name"),
+        "width": meta.get("width"),
+    }

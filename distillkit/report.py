@@ -84,12 +84,15 @@ def results(
     eval_s: float,
     device: str,
     validation: dict[str, Any] | None = None,
+    addons: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """results.json: the headline (first evaluation model's final accuracy) and everything
     needed to place the run in a table without its config files."""
     return {
         "method": cfg["method"]["name"],
         "regularizers": sorted(cfg.get("regularizer") or {}),
+        # What add-ons report beyond their config (cc: the pool it sampled from).
+        "addons": dict(addons or {}),
         "dataset": cfg["dataset"]["name"],
         "ipc": cfg["ipc"],
         "seed": cfg["seed"],

@@ -59,7 +59,7 @@ class Trainer:
         self.allocator = use_allocator((self.cfg.get("runtime") or {}).get("allocator"))
         self.checkpoint = CheckpointFile(self.run_dir, self.cfg.get("resume"))
         saved = self.checkpoint.load(self.cfg)
-        addons = run_addons(self.cfg)
+        addons = self.addons = run_addons(self.cfg)
         self.bench = Bench.from_config(self.cfg)
         validate_against_data(self.cfg, self.bench.data)
         self.bench.check_models([self.cfg["model"]["name"], *self.cfg["eval"]["models"]])
@@ -324,6 +324,7 @@ class Trainer:
             eval_s=time.perf_counter() - distilled,
             device=str(self.device),
             validation=validation,
+            addons={a.name: r for a in self.addons if (r := a.record()) is not None},
         )
         save_json(report, self.run_dir / "results.json")
         self.logger.log_table("results", TABLE_COLUMNS, table_rows(report))

@@ -31,7 +31,7 @@ def make_idm(seed: int = 0, ipc: int = 1, dsa: bool = True, **overrides):
         "batch_train": 32,
         "net_num": 5,
         "net_generate_interval": 3,
-        "train_net_num": 2,
+        "nets_trained_per_iteration": 2,
         "model_train_steps": 3,
         **overrides,
     }
@@ -58,8 +58,10 @@ def test_queue_starts_at_three_pushes_every_interval_and_drops_the_oldest():
     assert first[6] is not first[5] and first[9] is not first[8]
 
 
-def test_each_iteration_trains_train_net_num_nets_for_model_train_steps_each():
-    method, _ = make_idm(net_generate_interval=100, train_net_num=2, model_train_steps=4)
+def test_each_iteration_trains_nets_trained_per_iteration_nets_for_model_train_steps_each():
+    method, _ = make_idm(
+        net_generate_interval=100, nets_trained_per_iteration=2, model_train_steps=4
+    )
     method.step(1)  # no push at iteration 1
     steps: dict[int, int] = {}
     for index, member in enumerate(method.queue.members):
@@ -123,7 +125,9 @@ def test_queue_training_uses_per_sample_dsa_only_when_asked(train_dsa):
 
 def test_ce_term_is_weighted_by_ce_weight_times_accuracy_in_percent():
     """The first class's gradient equals that of match + ce_weight * 50 * CE at 50% accuracy."""
-    method, syn = make_idm(dsa=False, initial_nets=1, net_num=1, train_net_num=0, ce_weight=0.3)
+    method, syn = make_idm(
+        dsa=False, initial_nets=1, net_num=1, nets_trained_per_iteration=0, ce_weight=0.3
+    )
     member = method.queue.members[0]
     member.correct.fill_(8.0)
     member.seen = 16
@@ -281,7 +285,12 @@ def test_published_values_compose_per_setting():
     m = cfg.method
     assert (m.ce_weight, m.batch_real, m.net_generate_interval) == (0.5, 5000, 5)
     assert (m.lr_img, m.momentum, m.factor, m.iterations) == (0.2, 0.5, 2, 20000)
-    assert (m.net_num, m.train_net_num, m.model_train_steps, m.batch_train) == (100, 2, 10, 256)
+    assert (m.net_num, m.nets_trained_per_iteration, m.model_train_steps, m.batch_train) == (
+        100,
+        2,
+        10,
+        256,
+    )
     m = compose_config(["method=idm", "dataset=cifar100", "ipc=10"]).method
     assert (m.ce_weight, m.model_train_steps, m.batch_real) == (0.1, 50, 256)
     m = compose_config(["method=idm", "dataset=tinyimagenet", "ipc=50"]).method

@@ -53,7 +53,7 @@ def make_method(name: str, reg_cfg: dict, ipc: int = 2, dsa: bool = True, seed: 
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     cfg = {"name": name, "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "iterations": 5}
     if name == "idm":
-        cfg.update(batch_train=32, net_num=3, model_train_steps=1, train_net_num=1)
+        cfg.update(batch_train=32, net_num=3, model_train_steps=1, nets_trained_per_iteration=1)
     augment = DSA(STRATEGY) if dsa else None
     ctx = MethodContext(cfg, DATA, syn, networks, augment, gens, regs)
     return build_method(name, ctx), syn, regs
@@ -134,8 +134,11 @@ def test_both_terms_are_zero_with_zero_gradient_at_one_image_per_class(pool_dir)
 
 
 def test_with_fyi_at_ipc_1_the_terms_live_and_nothing_is_warned(pool_dir):
+    from distillkit.pool import UnpublishedPoolWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", UnpublishedPoolWarning)  # the test pool is a tiny one
         method, syn, _ = make_method("dm", {"fyi": {}, **iid_cfg(pool_dir)}, ipc=1)
     net = method.ctx.networks.frozen(torch.Generator().manual_seed(1))
     terms = method.matching_terms(net)

@@ -121,7 +121,8 @@ def test_the_command_sets_image_size_only_for_datasets_that_accept_it(digits):
     cifar = dataclasses.replace(digits.info, name="cifar10", image_size=(32, 32), zca=True)
     assert (
         pretrain_command(cifar, "p")
-        == "distillkit-pretrain dataset=cifar10 dataset.zca=true pool.dir=p"
+        == "distillkit-pretrain dataset=cifar10 dataset.zca=true pool.dir=p pool.size=1000 "
+        "pool.epochs=40"
     )
 
 

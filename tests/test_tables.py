@@ -49,27 +49,50 @@ IDM = {
     ("tinyimagenet", 10): (0.5, 256, 30, 10),
     ("tinyimagenet", 50): (0.8, 256, 30, 50),
 }
+#: IDM's accuracy reset = its --eval_interval per setting (uitrbn/IDM command.txt).
+IDM_RESET = {
+    ("cifar10", 1): 100, ("cifar10", 10): 100, ("cifar10", 50): 500,
+    ("cifar100", 1): 100, ("cifar100", 10): 100, ("cifar100", 50): 500,
+    ("tinyimagenet", 1): 100, ("tinyimagenet", 10): 500, ("tinyimagenet", 50): 1000,
+}  # fmt: skip
 #: DC/DSA (outer_loop, inner_loop) by IPC.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 #: IID weights per base method: (cc, cm).
 IID = {"dm": (0.05, 0.01), "idm": (0.01, 0.03)}
 
 
-def check_published(cfg, method: str, regularizers: tuple[str, ...], dataset: str, ipc: int):
-    """Every published value that applies to (method, add-ons, dataset, ipc)."""
+def check_published(
+    cfg,
+    method: str,
+    regularizers: tuple[str, ...],
+    dataset: str,
+    ipc: int,
+    fyi_protocol: bool = False,
+):
+    """Every published value that applies to (method, add-ons, dataset, ipc); `fyi_protocol`:
+    the FYI table's default protocol (FYI's always-flip DSA and its CIFAR-100 IPC 50 loops)."""
     m = cfg.method
     assert (m.name, cfg.dataset.name, cfg.ipc) == (method, dataset, ipc)
     keys = {k for r in regularizers for k in (("cc", "cm") if r == "iid" else (r,))}
     assert sorted(cfg.regularizer or {}) == sorted(keys)
-    assert (cfg.model.name, cfg.model.width, cfg.model.depth) == ("ConvNet", 128, None)
+    # DM and IDM on Tiny-ImageNet: the references' `ConvNet` is depth 3 at any size
+    # (DatasetCondensation utils.py and uitrbn/IDM dc_utils.py get_default_convnet_setting).
+    depth = 3 if method in ("dm", "idm") and dataset == "tinyimagenet" else None
+    assert (cfg.model.name, cfg.model.width, cfg.model.depth) == ("ConvNet", 128, depth)
+    # DC's reference initialises from noise (DatasetCondensation main.py --init), the others
+    # from real images (their readmes' --init real).
+    assert cfg.synthetic.init == ("noise" if method == "dc" else "real")
     assert cfg.model.norm == "instancenorm" and cfg.model.pool == "avgpool"
     digits_like = dataset in ("svhn", "mnist", "fashion_mnist")
     assert ("flip" in cfg.dataset.dsa_strategy) is not digits_like
     ev = cfg.eval
     assert (ev.lr, ev.momentum, ev.weight_decay, ev.batch_size) == (0.01, 0.9, 0.0005, 256)
-    assert ev.lr_decay_at == 0.5 and ev.always_flip is False
-    dc_on_cifar = method == "dc" and dataset in ("cifar10", "cifar100")
-    assert (ev.dsa, ev.epochs) == ((False, 300) if dc_on_cifar else (True, 1000))
+    assert ev.lr_decay_at == 0.5 and ev.extra_epoch is True
+    assert ev.always_flip is fyi_protocol and cfg.dsa.always_flip is fyi_protocol
+    if method == "dc":  # get_daparam: no augmentation, 300 epochs (MNIST: its own, 1000)
+        assert (ev.augment, ev.epochs) == ("dc", 1000 if dataset == "mnist" else 300)
+    else:
+        assert (ev.augment, ev.dsa, ev.epochs) == ("dsa", True, 1000)
     if method == "dm":
         assert (m.iterations, m.lr_img, m.momentum, m.batch_real, m.dsa) == (
             20000,
@@ -87,18 +110,33 @@ def check_published(cfg, method: str, regularizers: tuple[str, ...], dataset: st
             256,
         )
         assert m.dsa is (method == "dsa")
-        assert m.outer_loop is None and m.inner_loop is None
         assert tuple(m.loops[ipc]) == LOOPS[ipc]
+        if fyi_protocol and (dataset, ipc) == ("cifar100", 50):  # FYI DC_DSA_DM/main.py
+            assert (m.outer_loop, m.inner_loop) == (10, 10)
+        else:
+            assert m.outer_loop is None and m.inner_loop is None
     elif method == "idm":
         assert (m.iterations, m.lr_img, m.momentum, m.factor, m.dsa) == (20000, 0.2, 0.5, 2, True)
-        assert (m.initial_nets, m.net_num, m.train_net_num, m.batch_train) == (3, 100, 2, 256)
+        assert (m.initial_nets, m.net_num, m.nets_trained_per_iteration, m.batch_train) == (
+            3,
+            100,
+            2,
+            256,
+        )
         assert (m.lr_net, m.net_momentum, m.net_weight_decay) == (0.01, 0.9, 0.0005)
         if (dataset, ipc) in IDM:
             assert (m.ce_weight, m.batch_real, m.net_generate_interval, m.model_train_steps) == (
                 IDM[(dataset, ipc)]
             )
+            assert m.accuracy_reset_interval == IDM_RESET[(dataset, ipc)]
     elif method == "mtt":
-        assert (m.iterations, m.momentum, m.dsa) == (5000, 0.5, True)
+        # MTT 5000 iterations; FYI's MTT + FYI 10000 (FYI MTT/distill.py --Iteration).
+        iterations = 10000 if "fyi" in regularizers else 5000
+        assert (m.iterations, m.momentum, m.dsa) == (iterations, 0.5, True)
+        # Evaluated every 100 (MTT from the start, FYI from 5000 on): the best is reported.
+        assert list(ev.at) == list(
+            range(iterations // 2 if iterations > 5000 else 100, iterations + 1, 100)
+        )
         syn, ep, start, lr_img, lr_lr, lr_t, zca, batch = MTT_PUBLISHED[(dataset, ipc)]
         assert (m.syn_steps, m.expert_epochs, m.max_start_epoch) == (syn, ep, start)
         assert (m.lr_img, m.lr_lr, m.lr_teacher) == pytest.approx((lr_img, lr_lr, lr_t))
@@ -131,7 +169,8 @@ def test_every_cell_composes_to_the_published_settings(name, row_name, tmp_path)
     assert len(jobs) == len(spec.datasets) * len(spec.ipcs)
     row = spec.row(row_name)
     for job, cfg in zip(jobs, composed([j.overrides for j in jobs]), strict=True):
-        check_published(cfg, row.method, row.regularizers, job.dataset, job.ipc)
+        fyi_protocol = plan.protocol is not None and plan.protocol.name == "fyi"
+        check_published(cfg, row.method, row.regularizers, job.dataset, job.ipc, fyi_protocol)
         assert cfg.seed == 0
         assert cfg.eval.num_models == spec.num_models
         assert list(cfg.eval.models) == list(spec.models or ["ConvNet"])

@@ -115,6 +115,10 @@ class AddOn:
         """The add-on's unweighted term for one matching step (methods multiply by `weight`)."""
         raise NotImplementedError(f"regularizer {self.name!r} adds no loss")
 
+    def record(self) -> dict[str, Any] | None:
+        """What results.json keeps about this add-on beyond its config (None: nothing)."""
+        return None
+
     def vanishes(self, rows_per_class: int) -> bool:
         """Whether the term is identically zero (with zero gradient) at this many synthetic rows
         per class reaching the network."""

@@ -10,6 +10,7 @@ paper's sum_i max(exp(tau * d_i) - beta, 0) instead (beta defaults to 1, so a ce
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,7 +20,13 @@ from torch import Tensor, nn
 
 from distillkit.addons.base import AddOn, LossContext, SetupContext
 from distillkit.classwise import class_means
-from distillkit.pool import PoolNotFoundError, PretrainedPool, pretrain_command
+from distillkit.pool import (
+    PoolNotFoundError,
+    PretrainedPool,
+    UnpublishedPoolWarning,
+    pretrain_command,
+    published_shortfall,
+)
 from distillkit.settings import Settings
 
 FORMS = ("linear", "exp")
@@ -84,6 +91,14 @@ class ClassCentralisation(AddOn):
                 f"`{pretrain_command(ctx.info, 'pools/' + str(ctx.info.name) + '/ResNet18')}`"
             )
         self.pool = PretrainedPool.open(path, ctx.info)
+        shortfall = published_shortfall(self.pool.facts())
+        if shortfall:
+            warnings.warn(
+                f"regularizer cc: the pool {path} is not the published one ({shortfall}); "
+                "its numbers are not comparable with the paper's",
+                UnpublishedPoolWarning,
+                stacklevel=2,
+            )
         self.device = ctx.device
         if ctx.generators is not None:
             self.generator = ctx.generators["regularizer/cc"]
@@ -107,3 +122,7 @@ class ClassCentralisation(AddOn):
 
     def vanishes(self, rows_per_class: int) -> bool:
         return rows_per_class < 2
+
+    def record(self) -> dict[str, Any] | None:
+        """results.json: the pool this run sampled from (size, epochs, model, width)."""
+        return None if self.pool is None else {"pool": self.pool.describe()}

@@ -190,7 +190,13 @@ class DSA:
             ry, rx = _side(self.crop_ratio, h), _side(self.crop_ratio, w)
             return {"shift_y": randint(-ry, ry + 1), "shift_x": randint(-rx, rx + 1)}
         if family == "cutout":
-            return {"centre_y": randint(0, h), "centre_x": randint(0, w)}
+            # The reference draws the centre in [0, size + (1 - side % 2)): one position past
+            # the last row/column when the side is even (DatasetCondensation utils.py rand_cutout).
+            side_h, side_w = _side(self.cutout_ratio, h), _side(self.cutout_ratio, w)
+            return {
+                "centre_y": randint(0, h + 1 - side_h % 2),
+                "centre_x": randint(0, w + 1 - side_w % 2),
+            }
         if family == "flip":
             return {"flip": rand() < 0.5}
         if family == "scale":

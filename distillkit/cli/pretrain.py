@@ -1,10 +1,12 @@
 """`distillkit-pretrain [overrides]`: train the pool IID's class centralisation samples from
 (conf/pretrain.yaml).
 
-    distillkit-pretrain dataset=cifar10 pool.size=1000 pool.epochs=40   # the published pool
+    distillkit-pretrain dataset=cifar10                          # the published pool: 1000 x 40
+    distillkit-pretrain dataset=digits pool.size=4 pool.epochs=2  # a CPU-scale one
 
-Writes shards to `pool.dir` (by default where `regularizer.cc.pool` looks for the same dataset);
-re-running with a larger pool.size extends the pool.
+Writes shards to `pool.dir` (by default where `regularizer.cc.pool` looks for the same dataset),
+recording size, epochs, model and width: runs with a smaller pool warn and record it, paper-scale
+tables refuse it. Re-running with a larger pool.size extends the pool.
 """
 
 from __future__ import annotations

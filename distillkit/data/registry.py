@@ -23,7 +23,7 @@ from distillkit.data.raw import RawSplits
 from distillkit.data.real import RealData
 from distillkit.data.sklearn_digits import load_digits
 from distillkit.data.torchvision_sets import SPECS as TORCHVISION_SPECS
-from distillkit.data.torchvision_sets import load_torchvision
+from distillkit.data.torchvision_sets import STATS_CHOICES, load_torchvision
 from distillkit.data.zca import ZCAState
 from distillkit.errors import ConfigError
 
@@ -48,7 +48,13 @@ def _digits(root: Path, download: bool, **options: Any) -> RawSplits:
 
 REGISTRY: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(_digits, LIMIT_OPTIONS | {"image_size", "mirror"}),
-    **{name: DatasetSpec(partial(load_torchvision, name)) for name in TORCHVISION_SPECS},
+    **{
+        name: DatasetSpec(
+            partial(load_torchvision, name),
+            LIMIT_OPTIONS | ({"stats"} if name in STATS_CHOICES else set()),
+        )
+        for name in TORCHVISION_SPECS
+    },
     **{name: DatasetSpec(partial(load_image_folder, name)) for name in FOLDER_SPECS},
 }
 

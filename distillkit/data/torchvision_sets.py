@@ -14,7 +14,7 @@ the ones the papers use (docs/methods.md, section 1).
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from distillkit.data.cifar_binary import load_cifar10_binary
 from distillkit.data.errors import dataset_not_found
 from distillkit.data.raw import RawSplits
 from distillkit.data.real import DatasetInfo
+from distillkit.errors import ConfigError
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 
@@ -71,6 +72,22 @@ SPECS: dict[str, TorchvisionSpec] = {
     )
 }  # fmt: skip
 
+#: CIFAR-100's normalisation: its own statistics (the DC/DSA/DM and IDM references), or
+#: CIFAR-10's, as MTT's loader does (mtt-distillation utils.py get_dataset, CIFAR100 branch:
+#: mean [0.4914, 0.4822, 0.4465], std [0.2023, 0.1994, 0.2010]).
+STATS_CHOICES = {"cifar100": ("own", "cifar10")}
+
+
+def _with_stats(spec: TorchvisionSpec, stats: str | None) -> TorchvisionSpec:
+    if stats in (None, "own"):
+        return spec
+    if stats not in STATS_CHOICES.get(spec.name, ()):
+        allowed = ", ".join(STATS_CHOICES.get(spec.name, ("own",)))
+        raise ConfigError(f"dataset {spec.name}: stats must be one of {allowed}, got {stats!r}")
+    other = SPECS[stats]
+    return replace(spec, mean=other.mean, std=other.std)
+
+
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -84,9 +101,13 @@ def load_torchvision(
     *,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    stats: str | None = None,
 ) -> RawSplits:
-    """Load dataset `name` (a key of SPECS) from `root`, downloading only if `download`."""
-    spec = SPECS[name]
+    """Load dataset `name` (a key of SPECS) from `root`, downloading only if `download`.
+
+    `stats` (CIFAR-100 only): normalise with another dataset's mean/std (STATS_CHOICES).
+    """
+    spec = _with_stats(SPECS[name], stats)
     if name == "cifar10" and (root / CIFAR10_BIN_FOLDER).is_dir():
         raw = load_cifar10_binary(root / CIFAR10_BIN_FOLDER, spec.mean, spec.std)
         return raw.limited(train_limit, test_limit)

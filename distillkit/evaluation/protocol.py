@@ -43,6 +43,17 @@ class EvalSettings:
     #: draws as one after another, same accuracies up to float rounding (`stacked.py`).
     #: True, False, or "auto" (`stacked.stacking_requested`: on CUDA, not on CPU).
     stacked: bool | str = False
+    #: The references' schedule: range(epochs + 1) epochs, lr x 0.1 after epoch epochs//2 + 1
+    #: (DatasetCondensation / mtt-distillation utils.py evaluate_synset). False: `epochs` epochs,
+    #: decay at the start of epoch int(epochs * lr_decay_at) (pools and experts).
+    extra_epoch: bool = False
+
+    def schedule(self) -> tuple[int, int]:
+        """(epochs trained, the epoch at whose start the lr drops x0.1)."""
+        decay = int(self.epochs * self.lr_decay_at)
+        if self.extra_epoch:
+            return self.epochs + 1, decay + 2
+        return self.epochs, decay
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
@@ -87,12 +98,12 @@ def train_network(
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
     )
-    decay_epoch = int(settings.epochs * settings.lr_decay_at)
+    epochs, decay_epoch = settings.schedule()
     n = images.shape[0]
     net.train()
     if on_epoch is not None:
         on_epoch(0, net)
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         if epoch == decay_epoch and epoch > 0:
             for group in optimiser.param_groups:
                 group["lr"] = base_lr * 0.1
@@ -157,8 +168,15 @@ def evaluate_set(
     for name in settings.models:
         arch = factory.for_architecture(name)
         accuracies: list[float] = []
+        model_augment = augment
+        if hasattr(augment, "for_network"):  # DC's evaluation: a strategy per architecture
+            model_augment = augment.for_network(arch(torch.Generator().manual_seed(0)))
         # A throwaway network from its own generator: nothing is drawn from the run's streams.
-        if stacked and supports_stacking(arch(torch.Generator().manual_seed(0))):
+        if (
+            stacked
+            and isinstance(model_augment, DSA | None)
+            and supports_stacking(arch(torch.Generator().manual_seed(0)))
+        ):
             for start in range(0, settings.num_models, MAX_STACK):
                 group = min(MAX_STACK, settings.num_models - start)
                 accuracies += train_and_test_stacked(
@@ -168,7 +186,7 @@ def evaluate_set(
                     data.test_images,
                     data.test_labels,
                     settings,
-                    augment,
+                    model_augment,
                     generator,
                     group,
                     lr,
@@ -183,7 +201,7 @@ def evaluate_set(
                 data.test_images,
                 data.test_labels,
                 settings,
-                augment,
+                model_augment,
                 generator,
                 lr,
             )

@@ -218,7 +218,7 @@ def train_stacked(
     for _ in range(num_models):
         nets.append(factory(generator))
         gens.append(_clone(generator))  # this model's training draws start here
-        for _ in range(settings.epochs):  # replay them to reach the next model's start
+        for _ in range(settings.schedule()[0]):  # replay them to reach the next model's start
             _epoch_draws(n, batch_size, augment, generator, image_size)
     models = StackedModels(nets).train()
     del nets
@@ -229,9 +229,9 @@ def train_stacked(
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
     )
-    decay_epoch = int(settings.epochs * settings.lr_decay_at)
+    epochs, decay_epoch = settings.schedule()
     augmenting = augment is not None and augment.enabled
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         if epoch == decay_epoch and epoch > 0:
             for group in optimiser.param_groups:
                 group["lr"] = base_lr * 0.1

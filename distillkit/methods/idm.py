@@ -37,7 +37,10 @@ class IDMSettings(MethodSettings):
     net_num: int = ranged(100, minimum=1)
     initial_nets: int = ranged(3, minimum=1)
     net_generate_interval: int = ranged(30, minimum=1)
-    train_net_num: int = ranged(2, minimum=0)
+    #: Queue networks trained each iteration (the reference's `fetch_net_num`, 2).
+    nets_trained_per_iteration: int = ranged(2, minimum=0)
+    #: Old name, refused: the reference's `--train_net_num` counts the *matching* nets (1).
+    train_net_num: int | None = None
     model_train_steps: int = ranged(10, minimum=0)
     ce_weight: float = ranged(0.5, minimum=0)
     #: Iterations between resets of the running accuracies (0 = never). The reference resets
@@ -48,6 +51,14 @@ class IDMSettings(MethodSettings):
     lr_net: float = ranged(0.01, above=0)
     net_momentum: float = ranged(0.9, minimum=0)
     net_weight_decay: float = ranged(5e-4, minimum=0)
+
+    def check(self) -> None:
+        if self.train_net_num is not None:
+            raise ValueError(
+                "method.train_net_num is now method.nets_trained_per_iteration (queue networks "
+                "trained each iteration, the reference's fetch_net_num); IDM's command.txt "
+                "--train_net_num 1 is the matching network count, which is always 1 here"
+            )
 
 
 class ImprovedDistributionMatching(Method):
@@ -140,7 +151,7 @@ class ImprovedDistributionMatching(Method):
         self.queue.train(
             self.data.train_images,
             self.data.train_labels,
-            s.train_net_num,
+            s.nets_trained_per_iteration,
             s.model_train_steps,
             s.batch_train,
             self.ctx.augment if s.train_dsa else None,

@@ -2,8 +2,8 @@
 
 from .alexnet import AlexNet
 from .base import DistillNet
-from .convnet import ConvNet
 from .catalog import available_models, build_model
+from .convnet import ConvNet
 from .lenet import LeNet
 from .mlp import MLP
 from .resnet import ResNet18

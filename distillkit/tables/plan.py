@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillkit.tables.spec import TableSpec
+from distillkit.tables.spec import Protocol, TableSpec
 
 SCALES = ("paper", "smoke")
 #: Smoke scale always distils on this built-in dataset (ships with scikit-learn, 8x8 here).
@@ -55,7 +55,7 @@ SMOKE_METHOD = {
 }
 #: Published prerequisite sizes (methods.md): MTT's experts, IID's pre-trained pool.
 PAPER_EXPERTS = ("num_experts=100", "epochs=50")
-PAPER_POOL = ("pool.size=1000", "pool.epochs=40")
+PAPER_POOL = ("pool.size=1000", "pool.epochs=40")  # distillkit.pool.PUBLISHED_POOL
 SMOKE_DATA = ("dataset=digits", "dataset.image_size=8")
 
 
@@ -87,8 +87,20 @@ class Prerequisite:
     #: The same command as a user would type it (for error messages and docs).
     command: str
 
+    #: Paper scale: the files must be the published ones (IID's pool: 1000 x 40 epochs).
+    published: bool = False
+
     def ready(self) -> bool:
         return self.directory.is_dir() and any(self.directory.glob(self.pattern))
+
+    def unpublished(self) -> str | None:
+        """Why the files present are not the published ones (None: they are, or none is there)."""
+        if not (self.published and self.kind == "pool" and self.ready()):
+            return None
+        from distillkit.pool import pool_facts, published_shortfall
+
+        facts = pool_facts(self.directory)
+        return None if facts is None else published_shortfall(facts)
 
 
 @dataclass
@@ -100,6 +112,8 @@ class Plan:
     prerequisites: list[Prerequisite] = field(default_factory=list)
     #: table dataset -> the dataset run in its place (smoke scale).
     substitutions: dict[str, str] = field(default_factory=dict)
+    #: The protocol every job runs under (tables that define protocols).
+    protocol: Protocol | None = None
 
     def done(self, job: Job) -> bool:
         return (job.directory(self.root) / "results.json").is_file()
@@ -133,16 +147,21 @@ def make_plan(
     distillations: int | None = None,
     extra: Sequence[str] = (),
     logger: str = "local",
+    protocol: str | None = None,
 ) -> Plan:
     """Every job of a grid table at `scale`, in row, dataset, IPC, seed order.
 
-    `extra` (e.g. `dataset.root=/data`, `device=cuda`) is appended to every job.
+    `extra` (e.g. `dataset.root=/data`, `device=cuda`) is appended to every job. Tables with
+    protocols run under `protocol` (default: the first listed), in a directory of its own.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if spec.kind != "grid":
         raise ValueError(f"table {spec.name} is a {spec.kind}, not a grid")
+    chosen = spec.protocol(protocol)
     root = Path(results_dir) / spec.name / scale
+    if chosen is not None:
+        root = root / chosen.name
     seeds = range(distillations or (1 if scale == "smoke" else spec.distillations))
     prerequisites = _prerequisites(spec, scale, root)
     jobs: list[Job] = []
@@ -150,7 +169,9 @@ def make_plan(
         for dataset in spec.datasets:
             for ipc in spec.ipcs:
                 for seed in seeds:
-                    overrides = _job_overrides(spec, row.name, dataset, ipc, seed, scale, root)
+                    overrides = _job_overrides(
+                        spec, row.name, dataset, ipc, seed, scale, root, chosen
+                    )
                     overrides += [*extra, *logger_overrides(logger, spec.name, scale)]
                     jobs.append(
                         Job(
@@ -166,11 +187,18 @@ def make_plan(
     substitutions = (
         {d: SMOKE_DATASET for d in spec.datasets if d != SMOKE_DATASET} if scale == "smoke" else {}
     )
-    return Plan(spec, scale, root, jobs, prerequisites, substitutions)
+    return Plan(spec, scale, root, jobs, prerequisites, substitutions, chosen)
 
 
 def _job_overrides(
-    spec: TableSpec, row_name: str, dataset: str, ipc: int, seed: int, scale: str, root: Path
+    spec: TableSpec,
+    row_name: str,
+    dataset: str,
+    ipc: int,
+    seed: int,
+    scale: str,
+    root: Path,
+    protocol: Protocol | None = None,
 ) -> list[str]:
     row = spec.row(row_name)
     overrides = [
@@ -184,7 +212,14 @@ def _job_overrides(
     ]
     if spec.models:
         overrides.append(f"eval.models=[{','.join(spec.models)}]")
-    overrides += [*spec.overrides, *row.overrides]
+    overrides += [*spec.overrides]
+    if protocol is not None and scale == "paper":
+        overrides += [*protocol.overrides, *protocol.cell_overrides(row.name, dataset, ipc)]
+    elif protocol is not None:
+        overrides += [*protocol.smoke_overrides]
+    overrides += [*row.overrides]
+    if scale == "paper" and row.evaluate is not None:
+        overrides.append(f"eval.at=[{','.join(str(i) for i in row.evaluation_points())}]")
     if scale == "smoke":
         overrides += [*SMOKE_COMMON, *SMOKE_METHOD.get(row.method, ()), *spec.smoke_overrides]
         if row.method == "idm" and ipc * 4 > DIGITS_SMALLEST_CLASS:
@@ -286,7 +321,12 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
     for job, cfg in zip(jobs, compose_jobs([j.overrides for j in jobs]), strict=True):
         row = plan.spec.row(job.row)
         zca = bool(OmegaConf.select(cfg, "dataset.zca", default=False))
-        base = (f"dataset={job.run_dataset}", *(("dataset.zca=true",) if zca else ()))
+        stats = OmegaConf.select(cfg, "dataset.stats", default=None)
+        base = (
+            f"dataset={job.run_dataset}",
+            *(("dataset.zca=true",) if zca else ()),
+            *((f"dataset.stats={stats}",) if stats not in (None, "own") else ()),
+        )
         if row.method == "mtt":
             directory = Path(str(cfg.method.buffer))
             args = (*base, *data_args, *PAPER_EXPERTS, f"buffer_dir={directory}")
@@ -311,6 +351,47 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
                     "pool_*.pt",
                     (*_python("distillkit.cli.pretrain", "main"), *args),
                     "distillkit-pretrain " + " ".join(args),
+                    published=True,
                 ),
             )
     return list(wanted.values())
+
+
+def describe_cells(plan: Plan) -> list[str]:
+    """One line per (row, dataset, IPC), from its composed config: the protocol (augmentation in
+    distillation and evaluation), the budget (iterations, evaluation points, evaluation models
+    and epochs) and the precision. What `dry_run=true` prints before listing the jobs."""
+    from omegaconf import OmegaConf
+
+    first = [j for j in plan.jobs if j.seed == min(x.seed for x in plan.jobs)]
+    lines = []
+    for job, cfg in zip(first, compose_jobs([j.overrides for j in first]), strict=True):
+        c = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(c, dict)
+        method, dsa, ev = c["method"], c["dsa"], c["eval"]
+        flip = " always-flip" if dsa.get("always_flip") else ""
+        distil = f"DSA {dsa['strategy']}{flip}" if method.get("dsa") else "no augmentation"
+        eflip = " always-flip" if ev.get("always_flip") else ""
+        aug = ev.get("augment") or ("dsa" if ev.get("dsa") else "none")
+        evaluation = f"{aug}{eflip if aug == 'dsa' else ''}, {ev['num_models']} x {ev['epochs']}"
+        points = list(ev.get("at") or [])
+        at = f", evaluated at {len(points)} points {points[0]}..{points[-1]}" if points else ""
+        precision = (c.get("runtime") or {}).get("precision", "fp32")
+        if "loops" in method:
+            loops = (
+                method["loops"].get(job.ipc) or method["loops"].get(str(job.ipc)) or [None, None]
+            )
+            outer = method.get("outer_loop") or loops[0]
+            inner = method.get("inner_loop") or loops[1]
+            distil += f", loops ({outer}, {inner})"
+        protocol = f"[{plan.protocol.name}] " if plan.protocol is not None else ""
+        if "accuracy_reset_interval" in method:
+            distil += f", accuracy reset every {method['accuracy_reset_interval']}"
+        model = c["model"]
+        net = f"{model['name']}" + (f" depth {model['depth']}" if model.get("depth") else "")
+        lines.append(
+            f"  {job.row} {job.dataset} IPC {job.ipc}: {protocol}{net}; distil "
+            f"{method.get('iterations', 0)} it. ({distil}), init {c['synthetic']['init']}{at}; "
+            f"eval {evaluation} epochs {','.join(ev['models'])}; precision {precision}"
+        )
+    return lines

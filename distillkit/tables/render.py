@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.tables.plan import Plan
-from distillkit.tables.spec import Published, TableSpec
+from distillkit.tables.spec import Protocol, Published, TableSpec
 
 DATASET_LABELS = {
     "cifar10": "CIFAR-10",
@@ -30,6 +30,13 @@ DATASET_LABELS = {
     "digits": "digits",
 }
 MINUS = "−"
+#: The best-evaluation column (rows whose paper reports it: MTT, FTD), and what it means.
+BEST_LABEL = "best (test-set selection)"
+BEST_NOTE = (
+    f"`{BEST_LABEL}`: per distillation, the evaluation point with the highest mean test "
+    "accuracy, chosen on the test set as the MTT/FTD papers report it (mean over distillations "
+    "of that point's mean ± std); the final column is the unselected final point."
+)
 NOT_PUBLISHED = "–"
 CSV_COLUMNS = (
     "table",
@@ -49,6 +56,8 @@ CSV_COLUMNS = (
     "paper_mean",
     "paper_std",
     "delta",
+    "best_mean",
+    "best_std",
 )
 
 
@@ -60,6 +69,16 @@ class CellResult:
     runs: list[float] = field(default_factory=list)
     done: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Per distillation: the best evaluation point's (mean, std) (results.json `best`).
+    best: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def best_text(self) -> str:
+        """Mean over distillations of the best point's mean ± std, or "–" when none."""
+        if not self.best:
+            return NOT_PUBLISHED
+        mean = statistics.fmean(b[0] for b in self.best)
+        return format_mean_std(mean, statistics.fmean(b[1] for b in self.best))
 
     @property
     def status(self) -> str:
@@ -141,6 +160,9 @@ def collect(plan: Plan) -> dict[CellKey, CellResult]:
                     continue
                 cell.runs.extend(float(a) for a in accuracy["runs"])
                 cell.done += 1
+                best = record.get("best") or {}
+                if model in (None, best.get("model")) and best.get("mean") is not None:
+                    cell.best.append((float(best["mean"]), float(best.get("std") or 0.0)))
             elif failed.is_file():
                 cell.errors.append(str(json.loads(failed.read_text()).get("error", "error")))
     return cells
@@ -175,9 +197,19 @@ def table_rows(
                     "paper_mean": paper.mean if paper else None,
                     "paper_std": paper.std if paper else None,
                     "delta": None if mean is None or paper is None else round(mean - paper.mean, 4),
+                    **_best_columns(cell if row.report_best else None),
                 }
             )
     return out
+
+
+def _best_columns(cell: CellResult | None) -> dict[str, float | None]:
+    if cell is None or not cell.best:
+        return {"best_mean": None, "best_std": None}
+    return {
+        "best_mean": round(statistics.fmean(b[0] for b in cell.best), 4),
+        "best_std": round(statistics.fmean(b[1] for b in cell.best), 4),
+    }
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -194,9 +226,12 @@ def to_markdown(
     cells: Mapping[CellKey, CellResult],
     scale: str,
     substitutions: Mapping[str, str] | None = None,
+    protocol: Protocol | None = None,
 ) -> str:
     """One section per dataset: rows x (IPC [x model]) x (ours, paper, Δ)."""
     lines = [f"# {spec.title}", ""]
+    if protocol is not None:
+        lines += [f"Protocol: **{protocol.label}** (`protocol={protocol.name}`).", ""]
     lines.append(
         f"Scale: **{scale}**. Test accuracy (%) at the final epoch. Ours: mean ± std over every "
         "evaluation of the cell (distillations × evaluation models, population std); paper: the "
@@ -217,13 +252,16 @@ def to_markdown(
     )
     for note in spec.notes:
         lines.append(f"- {note}")
+    with_best = any(r.report_best for r in spec.rows)
+    if with_best:
+        lines.append(f"- {BEST_NOTE}")
     for dataset in spec.datasets:
         cols = [(d, i, m) for d, i, m in columns(spec) if d == dataset]
         lines += ["", f"## {dataset_label(dataset)}", ""]
         header = ["method"]
         for _, ipc, model in cols:
             name = f"IPC {ipc}" + (f" {model}" if model else "")
-            header += [name, "paper", "Δ"]
+            header += [name, *((f"{name} {BEST_LABEL}",) if with_best else ()), "paper", "Δ"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---" + "|---:" * (len(header) - 1) + "|")
         for row in spec.rows:
@@ -232,7 +270,10 @@ def to_markdown(
                 cell = cells.get((row.name, dataset, ipc, model)) or CellResult(1)
                 paper = spec.paper(row.name, dataset, ipc) if model in (None, "ConvNet") else None
                 ours = cell.mean if cell.status in ("ok", "partial") else None
-                out += [format_cell(cell), str(paper) if paper else NOT_PUBLISHED]
+                out.append(format_cell(cell))
+                if with_best:
+                    out.append(cell.best_text if row.report_best else NOT_PUBLISHED)
+                out.append(str(paper) if paper else NOT_PUBLISHED)
                 out.append(format_delta(ours, paper))
             lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines) + "\n"
@@ -245,9 +286,13 @@ def write_outputs(
     cells = collect(plan)
     rows = table_rows(plan.spec, cells, plan.scale)
     results_dir.mkdir(parents=True, exist_ok=True)
-    md_path = results_dir / f"{plan.spec.name}.md"
-    csv_path = results_dir / f"{plan.spec.name}.csv"
-    md_path.write_text(to_markdown(plan.spec, cells, plan.scale, plan.substitutions))
+    stem = plan.spec.name
+    default = plan.spec.protocol()
+    if plan.protocol is not None and default is not None and plan.protocol.name != default.name:
+        stem = f"{stem}-{plan.protocol.name}"
+    md_path = results_dir / f"{stem}.md"
+    csv_path = results_dir / f"{stem}.csv"
+    md_path.write_text(to_markdown(plan.spec, cells, plan.scale, plan.substitutions, plan.protocol))
     csv_path.write_text(to_csv(rows))
     if logger is not None:
         log_table(plan.spec.name, plan.scale, rows, plan.root / "_table", logger)

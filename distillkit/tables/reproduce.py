@@ -5,10 +5,12 @@ What `make reproduce-table` runs: plan the table's jobs, build missing prerequis
 name the commands that build them (paper), launch only the jobs without results.json through a
 Hydra launcher, then render `results/<table>.md` and `.csv` (and a W&B table with logger=wandb).
 
-Options (key=value): table, scale (paper), launcher (basic, joblib, submitit_local,
-submitit_slurm, slurm_gpu), results (results), distillations (the table's), jobs (joblib
-workers), gpus (joblib: N workers, each running job holds one of N GPUs), logger (local, wandb),
-prepare (paper: build missing experts/pools first), dry_run, render_only, tables (folder).
+Options (key=value): table, scale (paper), protocol (tables with several: e.g. fyi's
+`protocol=dsa` for the original DSA; default the first listed), launcher (basic, joblib,
+submitit_local, submitit_slurm, slurm_gpu), results (results), distillations (the table's),
+jobs (joblib workers), gpus (joblib: N workers, each running job holds one of N GPUs), logger
+(local, wandb), prepare (paper: build missing experts/pools first), dry_run, render_only, tables
+(folder).
 Any other `key=value` goes to every job (`dataset.root=/data`, `device=cuda`, `logger.wandb.*`);
 `hydra.*` keys go to the launcher (`hydra.launcher.partition=gpu`).
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillkit.tables.plan import Plan, make_plan, paper_prerequisites
+from distillkit.tables.plan import Plan, describe_cells, make_plan, paper_prerequisites
 from distillkit.tables.spec import TableError, TableSpec, available_tables, load_table, tables_dir
 
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "slurm_gpu")
@@ -37,6 +39,8 @@ _FLAGS = ("prepare", "dry_run", "render_only")
 class Options:
     table: str = "fyi"
     scale: str = "paper"
+    #: The table's protocol (tables that define several; None: the first listed).
+    protocol: str | None = None
     launcher: str = "basic"
     results: Path = Path("results")
     distillations: int | None = None
@@ -66,7 +70,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         key, sep, value = arg.partition("=")
         if not sep:
             raise TableError(f"arguments are key=value, got {arg!r}")
-        if key in ("table", "scale", "launcher", "logger"):
+        if key in ("table", "scale", "launcher", "logger", "protocol"):
             setattr(opts, key, value)
         elif key in ("results", "tables"):
             setattr(opts, key, Path(value))
@@ -176,6 +180,16 @@ def prepare(plan: Plan, opts: Options) -> None:
     needed = plan.prerequisites
     if plan.scale == "paper" and not opts.render_only:
         needed = paper_prerequisites(plan, opts.extra)
+    for p in needed:
+        gap = p.unpublished()
+        if gap and not opts.dry_run:
+            raise TableError(
+                f"table {plan.spec.name} at paper scale needs the published {p.kind}, but "
+                f"{p.directory} holds {gap}; move it aside and build the published one with: "
+                f"{p.command}"
+            )
+        if gap:
+            print(f"distillkit.tables: {p.directory} is not the published {p.kind} ({gap})")
     missing = [p for p in needed if not p.ready()]
     if not missing:
         return
@@ -225,7 +239,11 @@ def reproduce(opts: Options) -> dict[str, Any]:
         distillations=opts.distillations,
         extra=opts.extra,
         logger=opts.logger,
+        protocol=opts.protocol,
     )
+    if opts.dry_run:
+        print(f"distillkit.tables: {spec.name} ({plan.scale}) per cell:")
+        print("\n".join(describe_cells(plan)), flush=True)
     if not opts.render_only:
         prepare(plan, opts)
         launch_jobs(plan, opts)

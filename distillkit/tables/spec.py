@@ -48,6 +48,46 @@ class Row:
     method: str
     regularizers: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
+    #: The paper reports its best evaluation point (MTT, FTD): render it beside the final one.
+    report_best: bool = False
+    #: Evaluate during distillation at start, start + every, ... <= until (the published budget).
+    evaluate: tuple[int, int, int] | None = None
+
+    def evaluation_points(self) -> list[int]:
+        if self.evaluate is None:
+            return []
+        start, every, until = self.evaluate
+        return list(range(start, until + 1, every))
+
+
+@dataclass(frozen=True)
+class CellOverrides:
+    """Overrides for some rows at one (dataset, IPC): a protocol's per-setting values."""
+
+    rows: tuple[str, ...]
+    dataset: str
+    ipc: int
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every row of a table is distilled and evaluated (e.g. FYI's DSA vs the original)."""
+
+    name: str
+    label: str
+    overrides: tuple[str, ...] = ()
+    cells: tuple[CellOverrides, ...] = ()
+    #: Smoke scale (digits): overrides that make the protocol runnable there.
+    smoke_overrides: tuple[str, ...] = ()
+
+    def cell_overrides(self, row: str, dataset: str, ipc: int) -> list[str]:
+        return [
+            o
+            for c in self.cells
+            if row in c.rows and c.dataset == dataset and c.ipc == ipc
+            for o in c.overrides
+        ]
 
 
 @dataclass(frozen=True)
@@ -81,9 +121,25 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     command: str | None = None
     series: tuple[Series, ...] = ()
+    #: Named protocols (the first listed is the default), each a set of overrides for every job.
+    protocols: tuple[Protocol, ...] = ()
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
+
+    def protocol(self, name: str | None = None) -> Protocol | None:
+        """The protocol `name` (None: the default, the first); None when the table has none."""
+        if not self.protocols:
+            if name is not None:
+                raise TableError(f"table {self.name} has no protocols (asked for {name!r})")
+            return None
+        if name is None:
+            return self.protocols[0]
+        for p in self.protocols:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.protocols)
+        raise TableError(f"table {self.name} has no protocol {name!r}; available: {known}")
 
     def paper(self, row: str, dataset: str, ipc: int) -> Published | None:
         return self.published.get(row, {}).get(dataset, {}).get(ipc)
@@ -140,6 +196,39 @@ def _strings(values: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in (values or ()))
 
 
+def _evaluate(value: Any) -> tuple[int, int, int] | None:
+    """`{from: 100, every: 100, until: 5000}` -> (100, 100, 5000)."""
+    if not value:
+        return None
+    start, every, until = int(value["from"]), int(value["every"]), int(value["until"])
+    if every < 1 or start < 1 or until < start:
+        raise ValueError(f"evaluate needs 1 <= from <= until and every >= 1, got {value}")
+    return start, every, until
+
+
+def _protocol(name: str, value: dict[str, Any], rows: list[str]) -> Protocol:
+    cells = []
+    for cell in value.get("cells") or ():
+        unknown = [r for r in cell["rows"] if r not in rows]
+        if unknown:
+            raise ValueError(f"protocol {name}: cell overrides for unknown rows {unknown}")
+        cells.append(
+            CellOverrides(
+                _strings(cell["rows"]),
+                str(cell["dataset"]),
+                int(cell["ipc"]),
+                _strings(cell["overrides"]),
+            )
+        )
+    return Protocol(
+        name,
+        str(value.get("label", name)),
+        _strings(value.get("overrides")),
+        tuple(cells),
+        _strings(value.get("smoke_overrides")),
+    )
+
+
 def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
     kind = str(data.get("kind", "grid"))
     if kind not in KINDS:
@@ -174,6 +263,8 @@ def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
             method=str(r["method"]),
             regularizers=_strings(r.get("regularizers")),
             overrides=_strings(r.get("overrides")),
+            report_best=bool(r.get("report_best", False)),
+            evaluate=_evaluate(r.get("evaluate")),
         )
         for r in data["rows"]
     )
@@ -200,6 +291,9 @@ def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
         eval_preset=str(evaluation.get("preset", "default")),
         num_models=int(evaluation.get("num_models", 5)),
         published=published,
+        protocols=tuple(
+            _protocol(str(k), v, names) for k, v in (data.get("protocols") or {}).items()
+        ),
     )
     if spec.distillations < 1 or spec.num_models < 1:
         raise ValueError("distillations and evaluation.num_models must be >= 1")
