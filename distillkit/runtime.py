@@ -77,7 +77,7 @@ def cpu_has_native_bf16() -> bool:
 
 def auto_precision(device: torch.device) -> str:
     """fp32 on every device, CUDA included: the reference implementations ran fp32 (with
-    PyTorch's default TF32 convolutions on CUDA). bf16 is the explicit fast preset (`runtime=fast`)."""
+    PyTorch's default TF32 convolutions on CUDA). bf16 is the explicit preset `runtime=fast`."""
     del device
     return "fp32"
 
@@ -109,7 +109,8 @@ class Runtime:
         allowed = {"precision", "compile", "channels_last", "allocator", "memory_budget"}
         unknown = sorted(set(cfg) - allowed)
         if unknown:
-            raise ValueError(f"unknown runtime keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+            names = ", ".join(sorted(allowed))
+            raise ValueError(f"unknown runtime keys {unknown}; allowed: {names}")
         check_allocator(cfg.get("allocator"))  # process-wide: applied by the Trainer
         device = torch.device(device)
         precision = str(cfg.get("precision") or "auto").strip().lower()
