@@ -158,8 +158,16 @@ def test_unequalness_chunked_equals_one_pass():
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     images, labels = DATA.sample_per_class(20, torch.Generator().manual_seed(0))
     scores = [
-        unequalness(images, labels, 10, networks, torch.Generator().manual_seed(1), ["dm"],
-                    num_nets=2, memory_budget=budget)  # fmt: skip
+        unequalness(
+            images,
+            labels,
+            10,
+            networks,
+            torch.Generator().manual_seed(1),
+            ["dm"],
+            2,
+            memory_budget=budget,
+        )  # fmt: skip
         for budget in (0, TINY_BUDGET)
     ]
     assert scores[0] == scores[1]
@@ -208,8 +216,8 @@ data = RealData(info, images, labels, images[:classes], labels[:classes])
 gens = RunGenerators(0)
 syn = SyntheticSet.initialise(data, 1, "real", gens["init"])
 networks = NetworkFactory("ConvNet", 1, classes, (size, size), {"width": 32, "depth": 2})
-cfg = {"_target_": "distillkit.methods.dm.DistributionMatching", "name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": per_class, "dsa": True,
-       "runtime": {"memory_budget": budget}}
+cfg = {"_target_": "distillkit.methods.dm.DistributionMatching", "name": "dm", "lr_img": 1.0,
+       "momentum": 0.5, "batch_real": per_class, "dsa": True, "runtime": {"memory_budget": budget}}
 method = build_method(MethodContext(cfg, data, syn, networks, DSA("color_crop_cutout"), gens,
                                     runtime=cfg["runtime"]))
 method.step(0)
