@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from distillkit.errors import ConfigError
-from distillkit.memory import bytes_per_row
+from distillkit.memory import BACKWARD_FACTOR, bytes_per_row
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.runtime import Runtime
 from distillkit.settings import ranged
@@ -264,7 +264,7 @@ class DatasetCondensation(Method):
         as the memory budget holds (None: all; chunking never changes the gradients' values)."""
         if self.class_chunk or self.memory_budget <= 0:
             return self.class_chunk
-        per_class = bytes_per_row(net, real) * max(real.shape[0] // k, 1)
+        per_class = BACKWARD_FACTOR * bytes_per_row(net, real) * max(real.shape[0] // k, 1)
         chunk = max(1, self.memory_budget // per_class)
         return None if chunk >= k else chunk
 
