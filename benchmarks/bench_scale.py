@@ -172,6 +172,7 @@ def distillkit_step(method, data, syn, networks, dsa, gens, per_class):
 def child(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     use_allocator("auto")
+    RESULTS.mkdir(exist_ok=True)
     size, depth, per_class = GEOMETRIES[args.geometry]
     k = args.classes
     data = fake_data(k, per_class, size)
@@ -202,7 +203,8 @@ def child(args: argparse.Namespace) -> None:
 def run_child(args: argparse.Namespace, method: str, geometry: str, classes: int, impl: str):
     flags = [f"--method={method}", f"--geometry={geometry}", f"--classes={classes}",
              f"--impl={impl}", f"--steps={args.steps}", f"--ipc={args.ipc}",
-             f"--width={args.width}"] + ([f"--threads={args.threads}"] if args.threads else [])  # fmt: skip
+             f"--width={args.width}"]  # fmt: skip
+    flags += [f"--threads={args.threads}"] if args.threads else []
     out = subprocess.run([sys.executable, __file__, "--child", *flags], capture_output=True,
                          text=True)  # fmt: skip
     if out.returncode != 0:
@@ -253,10 +255,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up")
     parser.add_argument("--ipc", type=int, default=1)
     parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (1: no oversubscription on a busy CPU)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="10 and 50 classes, 32x32 only")  # fmt: skip
     parser.add_argument("--name", default="scale", help="results/<name>.json and .png")
+    parser.add_argument("--merge", nargs="+", metavar="NAME",
+                        help="join results/<NAME>.json files into --name (JSON and plot)")  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--geometry", help=argparse.SUPPRESS)
@@ -265,6 +270,13 @@ def main() -> None:
     if args.child:
         args.classes = args.classes[0]
         child(args)
+        return
+    if args.merge:
+        parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge]
+        merged = {**parts[0], "runs": [r for p in parts for r in p["runs"]],
+                  "merged_from": args.merge}  # fmt: skip
+        save(args.name, merged)
+        plot(merged, RESULTS / f"{args.name}.png")
         return
     if args.quick:
         args.classes, args.geometries = [10, 50], ["32"]
@@ -287,12 +299,18 @@ def main() -> None:
                       f"{dk['seconds']:7.2f} s {dk['peak_rss_mb']:7.0f} MB | speed "
                       f"{ref['seconds'] / dk['seconds']:5.2f}x, RSS "
                       f"{dk['peak_rss_mb'] / ref['peak_rss_mb']:4.2f}x", flush=True)  # fmt: skip
+                partial = {"machine": info, "runs": runs, "partial": True}
+                (RESULTS / f"{args.name}.partial.json").write_text(json.dumps(partial))
+    (RESULTS / f"{args.name}.partial.json").unlink(missing_ok=True)
     results = {
         "machine": info,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("child", "method",
-                     "geometry", "impl")},  # fmt: skip
-        "geometries": {g: dict(zip(("image_size", "depth", "real_per_class"), v, strict=True))
-                       for g, v in GEOMETRIES.items()},  # fmt: skip
+        "settings": {
+            k: v for k, v in vars(args).items() if k not in ("child", "method", "geometry", "impl")
+        },  # fmt: skip
+        "geometries": {
+            g: dict(zip(("image_size", "depth", "real_per_class"), v, strict=True))
+            for g, v in GEOMETRIES.items()
+        },  # fmt: skip
         "runs": runs,
         "seconds_total": time.perf_counter() - started,
     }
