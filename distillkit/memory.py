@@ -83,14 +83,15 @@ def bytes_per_row(net: nn.Module, sample: Tensor, dtype: torch.dtype | None = No
 
     leaves = [m for m in net.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
-    was_training = net.training
+    modes = [(m, m.training) for m in net.modules()]  # per module: frozen BN layers stay frozen
     probe = sample[:1].detach().expand(2, *sample.shape[1:]).contiguous()
     try:
         net.eval()
         with torch.no_grad():
             net(probe)
     finally:
-        net.train(was_training)
+        for module, training in modes:
+            module.training = training
         for h in handles:
             h.remove()
     per_row = max(1, total[0] // 2 + probe[0].numel() * probe.element_size())

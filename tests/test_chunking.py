@@ -194,6 +194,21 @@ def test_budget_arithmetic():
     assert memory.auto_budget(torch.device("cpu")) == memory.CPU_AUTO_BYTES
 
 
+def test_the_size_probe_leaves_every_module_in_its_mode():
+    """DC freezes BatchNorm layers (eval) inside a network in training mode; probing the
+    activation size must not put them back in training mode."""
+    net = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16, "norm": "batchnorm"})(
+        torch.Generator()
+    )
+    net.train()
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bn:
+        m.eval()
+    memory._CACHE.clear()
+    bytes_per_row(net, torch.zeros(3, 1, 8, 8))
+    assert net.training and not any(m.training for m in bn)
+
+
 # -- peak memory against the number of classes ----------------------------------------------------
 PEAK_SCRIPT = r"""
 import json, sys
