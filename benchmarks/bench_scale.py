@@ -246,6 +246,23 @@ def plot(results: dict, path) -> None:
     plt.close(fig)
 
 
+def markdown(results: dict) -> str:
+    """The results as a Markdown table: both sides and their ratios per row."""
+    runs = {(r["method"], r["geometry"], r["classes"], r["impl"]): r for r in results["runs"]}
+    lines = ["| method | images | classes | reference s/step | distillkit s/step | speed-up | "
+             "reference peak RSS MB | distillkit peak RSS MB | RSS ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (method, geometry, classes, impl), dk in runs.items():
+        ref = runs.get((method, geometry, classes, "reference"))
+        if impl != "distillkit" or ref is None:
+            continue
+        lines.append(f"| {method} | {geometry}×{geometry} | {classes} | {ref['seconds']:.2f} | "
+                     f"{dk['seconds']:.2f} | {ref['seconds'] / dk['seconds']:.2f}× | "
+                     f"{ref['peak_rss_mb']:.0f} | {dk['peak_rss_mb']:.0f} | "
+                     f"{dk['peak_rss_mb'] / ref['peak_rss_mb']:.2f}× |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -256,12 +273,12 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=1)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per process (1: no oversubscription on a busy CPU)")  # fmt: skip
+                        help="torch threads per process (1: no oversubscription)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="10 and 50 classes, 32x32 only")  # fmt: skip
     parser.add_argument("--name", default="scale", help="results/<name>.json and .png")
     parser.add_argument("--merge", nargs="+", metavar="NAME",
-                        help="join results/<NAME>.json files into --name (JSON and plot)")  # fmt: skip
+                        help="join results/<NAME>.json into --name (JSON and plot)")  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--geometry", help=argparse.SUPPRESS)
@@ -277,6 +294,7 @@ def main() -> None:
                   "merged_from": args.merge}  # fmt: skip
         save(args.name, merged)
         plot(merged, RESULTS / f"{args.name}.png")
+        print(markdown(merged))
         return
     if args.quick:
         args.classes, args.geometries = [10, 50], ["32"]
@@ -317,6 +335,7 @@ def main() -> None:
     save(args.name, results)
     plot(results, RESULTS / f"{args.name}.png")
     print(f"plot: benchmarks/results/{args.name}.png; total {results['seconds_total']:.0f} s")
+    print(markdown(results))
 
 
 if __name__ == "__main__":
