@@ -174,10 +174,10 @@ def build_variant(name: str, args: argparse.Namespace):
             (real_means - syn_means).pow(2).sum().backward()
 
         return bare
-    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5,
-           "batch_real": args.real_per_class, "dsa": True, "runtime": runtime}  # fmt: skip
+    cfg = {"_target_": "distillkit.methods.dm.DistributionMatching", "name": "dm", "lr_img": 1.0,
+           "momentum": 0.5, "batch_real": args.real_per_class, "dsa": True}  # fmt: skip
     method = build_method(
-        "dm", MethodContext(cfg, data, synthetic, networks, dsa, RunGenerators(1))
+        MethodContext(cfg, data, synthetic, networks, dsa, RunGenerators(1), runtime=runtime)
     )
     counter = iter(range(10**9))
 

@@ -63,6 +63,7 @@ def main() -> None:
     synthetic = SyntheticSet.initialise(data, ipc, "real", gens["init"])
     networks = NetworkFactory("ConvNet", 3, k, (32, 32), {"width": args.width, "depth": args.depth})
     cfg = {
+        "_target_": "distillkit.methods.gradient_matching.DatasetCondensation",
         "name": "dc",
         "lr_img": 0.1,
         "momentum": 0.5,
@@ -74,7 +75,7 @@ def main() -> None:
         "real_gradients": "loop",
         "syn_gradients": "vmap",
     }
-    method = build_method("dc", MethodContext(cfg, data, synthetic, networks, None, gens))
+    method = build_method(MethodContext(cfg, data, synthetic, networks, None, gens))
     info = machine("cpu")
     print(machine_line(info))
     print(

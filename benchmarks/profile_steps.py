@@ -103,9 +103,9 @@ def main() -> None:
     networks = NetworkFactory("ConvNet", 3, 10, (32, 32), {"width": 128, "depth": 3})
     dsa = DSA("color_crop_cutout_flip_scale_rotate")
     synthetic = SyntheticSet.initialise(data, 10, "real", gens["init"])
-    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": args.real_per_class,
-           "dsa": True, "runtime": None}  # fmt: skip
-    method = build_method("dm", MethodContext(cfg, data, synthetic, networks, dsa, gens))
+    cfg = {"_target_": "distillkit.methods.dm.DistributionMatching", "name": "dm", "lr_img": 1.0,
+           "momentum": 0.5, "batch_real": args.real_per_class, "dsa": True}  # fmt: skip
+    method = build_method(MethodContext(cfg, data, synthetic, networks, dsa, gens))
     method.step(0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         method.step(1)

@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
         ["--repeats", "1", "--real-per-class", "64"],
     ),
     "mtt_memory": ("bench_mtt_memory.py", ["--repeats", "1", "--steps-list", "10", "20"]),
+    "scale": ("bench_scale.py", ["--quick", "--name", "scale_quick"]),
 }
 
 
@@ -72,10 +73,25 @@ def headline() -> list[str]:
         lines.append("evaluation sequential -> stacked: " + "; ".join(parts))
     if gm := load("gradient_matching"):
         lines.append(f"DC outer iteration / bare work: {gm['step_over_bare']:.2f}")
+    for name in ("scale", "scale_quick"):
+        if scale := load(name):
+            lines.append(f"{name}: " + "; ".join(scale_lines(scale)))
     if prof := load("profile"):
         cats = list(prof["dm_step"]["categories_percent"].items())[:3]
         lines.append("DM step time: " + ", ".join(f"{k} {v}%" for k, v in cats))
     return lines
+
+
+def scale_lines(scale: dict) -> list[str]:
+    """distillkit vs the per-class loop at each class count: speed and peak-RSS ratios."""
+    runs = {(r["method"], r["geometry"], r["classes"], r["impl"]): r for r in scale["runs"]}
+    out = []
+    for (method, geometry, classes, impl), dk in runs.items():
+        ref = runs.get((method, geometry, classes, "reference"))
+        if impl == "distillkit" and ref:
+            out.append(f"{method} {geometry}px {classes} cl {ref['seconds'] / dk['seconds']:.2f}x "
+                       f"speed, {dk['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x RSS")  # fmt: skip
+    return out
 
 
 def main() -> None:

@@ -1,18 +1,24 @@
-"""Speed switches: mixed precision, torch.compile and channels-last, resolved per device.
+"""Speed and memory switches: precision, torch.compile, channels-last and the memory budget,
+resolved per device.
 
 `Runtime.from_config(cfg["runtime"], device)` turns the config's `auto | fp32 | bf16 | fp16`,
-`auto | true | false` choices into concrete settings. `auto` resolves per device from
-measurements (benchmarks/README.md):
+`auto | true | false` choices into concrete settings. `auto` is the published code's behaviour on
+every device: fp32, eager, NCHW. On CUDA that means PyTorch's default TF32 convolutions (cuDNN's
+`allow_tf32` is on by default), which is what the reference implementations of DM, IDM, DC, DSA and
+MTT ran; bf16 is not chosen automatically anywhere. The measured fast preset is explicit:
+`runtime=fast` (conf/runtime/fast.yaml: bf16 autocast + channels-last + torch.compile), with its
+accuracy effect beside fp32 in benchmarks/README.md.
 
-- CPU: fp32, no compile, no channels-last. On the development CPU (AMD EPYC, AVX2, no AVX-512 /
-  AMX) bf16 autocast made a ConvNet forward 4-40x slower (no native bf16 arithmetic) and
-  channels-last was faster for the width-128 DM step but 1.1-2.2x slower for small networks;
-  torch.compile makes a DM step about 1.6x faster but costs 35-70 s of compilation with a cold
-  cache on 2 cores and changes the last bits of the results, so it is opt-in
-  (`runtime.compile=true`), which pays for runs of more than a few dozen iterations at width
-  128. fp32 eager keeps CPU results bit-reproducible.
-- CUDA: bf16 autocast where the GPU supports it (else fp16 is not chosen automatically: fp32),
-  channels-last and torch.compile.
+- CPU: on the development CPU (AMD EPYC, AVX2, no AVX-512 / AMX) bf16 autocast made a ConvNet
+  forward 4-40x slower (no native bf16 arithmetic) and channels-last was faster for the width-128
+  DM step but 1.1-2.2x slower for small networks; torch.compile makes a DM step about 1.6x faster
+  but costs 35-70 s of compilation with a cold cache on 2 cores and changes the last bits of the
+  results, so it is opt-in. fp32 eager keeps CPU results bit-reproducible.
+- `memory_budget` (auto | bytes | a size such as 2GiB | 0 = one pass): the estimated activation
+  bytes one network pass over real images may take (distillkit/memory.py); methods split real
+  batches into row chunks under it, so memory does not grow with the number of classes. auto:
+  512 MiB on the CPU, a quarter of the GPU's memory on CUDA. Results do not depend on it (on the
+  CPU bit for bit).
 
 `runtime.allocator` (auto | retain | system) is process-wide and applied by the Trainer
 (distillkit/allocator.py): on glibc, auto keeps freed host memory for reuse, which made the
@@ -35,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from distillkit.allocator import check_allocator
+from distillkit.memory import auto_budget, parse_budget
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,9 +76,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def auto_precision(device: torch.device) -> str:
-    """bf16 on CUDA devices that support it, fp32 elsewhere (including every CPU: see module)."""
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
+    """fp32 on every device, CUDA included: the reference implementations ran fp32 (with
+    PyTorch's default TF32 convolutions on CUDA). bf16 is the explicit preset `runtime=fast`."""
+    del device
     return "fp32"
 
 
@@ -83,6 +90,8 @@ class Runtime:
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = False
+    #: Estimated activation bytes per network pass over real rows (0: one pass, no chunks).
+    memory_budget: int = 512 << 20
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -97,23 +106,24 @@ class Runtime:
     ) -> Runtime:
         """Resolve `auto` per device; a missing block means all-auto."""
         cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - {"precision", "compile", "channels_last", "allocator"})
+        allowed = {"precision", "compile", "channels_last", "allocator", "memory_budget"}
+        unknown = sorted(set(cfg) - allowed)
         if unknown:
-            raise ValueError(
-                f"unknown runtime keys {unknown}; allowed: precision, compile, channels_last, "
-                "allocator"
-            )
+            names = ", ".join(sorted(allowed))
+            raise ValueError(f"unknown runtime keys {unknown}; allowed: {names}")
         check_allocator(cfg.get("allocator"))  # process-wide: applied by the Trainer
         device = torch.device(device)
-        cuda = device.type == "cuda"
         precision = str(cfg.get("precision") or "auto").strip().lower()
         if precision == "auto":
             precision = auto_precision(device)
+        budget = parse_budget(cfg.get("memory_budget"))
+        # auto: eager NCHW everywhere, as the references ran (the fast preset turns both on).
         return cls(
             device=device,
             precision=precision,
-            compile=_switch("compile", cfg.get("compile"), auto=cuda),
-            channels_last=_switch("channels_last", cfg.get("channels_last"), auto=cuda),
+            compile=_switch("compile", cfg.get("compile"), auto=False),
+            channels_last=_switch("channels_last", cfg.get("channels_last"), auto=False),
+            memory_budget=auto_budget(device) if budget is None else budget,
         )
 
     @property

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
         "distillkit.allocator",
         "distillkit.progress",
         "distillkit.classwise",
+        "distillkit.memory",
         "distillkit.errors",
         "distillkit",
     ),

@@ -18,9 +18,42 @@ def test_auto_resolves_per_device():
     cpu = Runtime.from_config({"precision": "auto", "compile": "auto", "channels_last": "auto"})
     assert (cpu.precision, cpu.compile, cpu.channels_last) == ("fp32", False, False)
     assert Runtime.from_config(None) == cpu
-    cuda = Runtime.from_config({}, "cuda")
-    assert cuda.compile and cuda.channels_last
-    assert cuda.precision in ("bf16", "fp32")
+    assert cpu.memory_budget == 512 << 20
+
+
+def test_auto_is_fp32_eager_on_cuda_too(monkeypatch):
+    """auto follows the reference implementations on CUDA (fp32 with PyTorch's default TF32
+    convolutions, eager, NCHW); bf16 is only the explicit fast preset. A GPU that offers bf16
+    is faked, so the test fails if auto ever reverts to bf16 there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr("distillkit.runtime.auto_budget", lambda device: 123 << 20)
+    for device in ("cuda", "cuda:0"):
+        rt = Runtime.from_config({"precision": "auto", "compile": "auto"}, device)
+        assert (rt.precision, rt.compile, rt.channels_last) == ("fp32", False, False)
+        assert rt.memory_budget == 123 << 20
+
+
+def test_fast_preset_is_bf16_channels_last_compile():
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "runtime"
+    fast = Runtime.from_config(yaml.safe_load((conf / "fast.yaml").read_text()), "cuda")
+    assert (fast.precision, fast.compile, fast.channels_last) == ("bf16", True, True)
+    default = Runtime.from_config(yaml.safe_load((conf / "default.yaml").read_text()), "cpu")
+    assert default == Runtime.from_config({}, "cpu")
+
+
+def test_memory_budget_values():
+    assert Runtime.from_config({"memory_budget": "512MiB"}).memory_budget == 512 << 20
+    assert Runtime.from_config({"memory_budget": "2g"}).memory_budget == 2 << 30
+    assert Runtime.from_config({"memory_budget": 0}).memory_budget == 0
+    assert Runtime.from_config({"memory_budget": 4096}).memory_budget == 4096
+    for bad in ("lots", -1, True):
+        with pytest.raises(ValueError, match="memory_budget"):
+            Runtime.from_config({"memory_budget": bad})
 
 
 def test_explicit_values_and_errors():

@@ -1,9 +1,13 @@
 """DM: distribution matching (Zhao & Bilen, 2023).
 
 Each iteration draws a fresh random frozen ConvNet and matches, per class, the mean embedding of
-Siamese-augmented real images with that of the synthetic images. All classes go through one
-forward pass; per-class means come from one scatter. Loss add-ons (IID's CC and CM) see the same
-augmented batches and, when they ask for it, the feature maps of that same forward pass.
+Siamese-augmented real images with that of the synthetic images. Real images go through the
+network under no_grad in row chunks sized by `runtime.memory_budget` (augmented chunk by chunk;
+per-class means from running sums), so a step's memory does not grow with the number of classes;
+the synthetic side keeps its graph in one pass (that is what the loss needs). With a budget that
+holds the whole batch it is one pass, and on the CPU the chunked step is bit-identical to it.
+Loss add-ons (IID's CC and CM) see the same augmented batches and, when they ask for it, the
+feature maps of the same forward passes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from distillkit.augment import DSAParams
 from distillkit.classwise import class_means
+from distillkit.memory import row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.models import VGG11, AlexNet, ConvNet, ResNet18
 from distillkit.runtime import Runtime
@@ -75,6 +81,36 @@ class DistributionMatching(Method):
             fmap = None if fmap is None else fmap.float()
         return features, fmap
 
+    def real_side(
+        self, net: nn.Module, real: Tensor, labels: Tensor, params: DSAParams | None, k: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(per-class mean features, the augmented real batch, its feature maps or None) under
+        no_grad, in row chunks under the memory budget. Sums run over rows in order, as one
+        scatter over the whole batch does, so the means do not depend on the chunking. The
+        augmented batch and maps are kept only for add-ons that read them."""
+        keep = bool(self.loss_addons)
+        sums: Tensor | None = None
+        kept: list[Tensor] = []
+        maps: list[Tensor] = []
+        augment = self.ctx.augment
+        dtype = self.runtime.dtype if self.runtime.mixed else None
+        with torch.no_grad():
+            for rows in row_slices(net, real, self.runtime.memory_budget, dtype):
+                x = real[rows]
+                if params is not None:
+                    x = augment.apply(x, params, labels[rows])
+                features, fmap = self.network_pass(net, x)
+                if sums is None:
+                    sums = features.new_zeros((k, features.shape[1]))
+                sums.index_add_(0, labels[rows], features)
+                if keep:
+                    kept.append(x)
+                if fmap is not None:
+                    maps.append(fmap)
+        counts = torch.bincount(labels, minlength=k).clamp_min(1).to(sums.dtype)
+        augmented = torch.cat(kept) if keep else real
+        return sums / counts[:, None], augmented, torch.cat(maps) if maps else None
+
     def matching_terms(self, net: nn.Module) -> dict[str, Tensor]:
         """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
         their weighted sum} for one network and one DSA draw."""
@@ -83,10 +119,12 @@ class DistributionMatching(Method):
             *self.data.sample_per_class(self.batch_real, self.generator)
         )
         syn, syn_labels = self.synthetic.batch()
-        real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
-        with torch.no_grad():
-            real_features, real_map = self.network_pass(net, real)
-            real_means = class_means(real_features, real_labels, k)
+        augment = self.ctx.augment
+        params = None
+        if augment is not None and augment.enabled:  # one Siamese draw per class
+            params = augment.sample(k, self.generator, tuple(real.shape[-2:]), real.device)
+            syn = augment.apply(syn, params, syn_labels)
+        real_means, real, real_map = self.real_side(net, real, real_labels, params, k)
         syn_features, syn_map = self.network_pass(net, syn)
         syn_means = class_means(syn_features, syn_labels, k)
         terms = {"match": (real_means - syn_means).pow(2).sum()}

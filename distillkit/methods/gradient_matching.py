@@ -22,7 +22,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from distillkit.errors import ConfigError
+from distillkit.memory import BACKWARD_FACTOR, bytes_per_row
 from distillkit.methods.base import Method, MethodContext, MethodSettings
+from distillkit.runtime import Runtime
 from distillkit.settings import ranged
 
 #: Added to the product of the norms in the cosine (the reference's 0.000001).
@@ -214,7 +216,8 @@ class DCSettings(MethodSettings):
     bn_images_per_class: int = ranged(16, minimum=1)
     real_gradients: str = "vmap"
     syn_gradients: str = "vmap"
-    #: Classes per vectorised pass (None or 0: all at once).
+    #: Classes per vectorised pass (None or 0: as many as `runtime.memory_budget` allows for the
+    #: real side; the synthetic side, which keeps its graph, in one pass).
     class_chunk: int | None = ranged(None, minimum=0)
     #: {ipc: [outer_loop, inner_loop]} as published; explicit loops below override it.
     loops: Any = None
@@ -254,6 +257,16 @@ class DatasetCondensation(Method):
         self.bn_images = self.real_per_class(s.bn_images_per_class)
         self.real_mode, self.syn_mode = s.real_gradients, s.syn_gradients
         self.class_chunk = s.class_chunk or None
+        self.memory_budget = Runtime.from_config(ctx.runtime, self.data.device).memory_budget
+
+    def real_class_chunk(self, net: nn.Module, real: Tensor, k: int) -> int | None:
+        """Classes per vectorised pass over the real batch: `class_chunk` when set, else as many
+        as the memory budget holds (None: all; chunking never changes the gradients' values)."""
+        if self.class_chunk or self.memory_budget <= 0:
+            return self.class_chunk
+        per_class = BACKWARD_FACTOR * bytes_per_row(net, real) * max(real.shape[0] // k, 1)
+        chunk = max(1, self.memory_budget // per_class)
+        return None if chunk >= k else chunk
 
     # -- one round of matching -----------------------------------------------------------------
     def matching_loss(self, net: nn.Module) -> Tensor:
@@ -264,7 +277,12 @@ class DatasetCondensation(Method):
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
         with torch.no_grad():
             g_real = class_gradients(
-                net, real, real_labels, k, mode=self.real_mode, chunk=self.class_chunk
+                net,
+                real,
+                real_labels,
+                k,
+                mode=self.real_mode,
+                chunk=self.real_class_chunk(net, real, k),
             )
         g_syn = class_gradients(
             net,

@@ -8,7 +8,9 @@ weighted by the matching network's running accuracy in percent, keeps each class
 images recognisable to that network. As in the reference code the synthetic images take one
 optimiser step per class, each class has its own Siamese DSA draw, the running accuracies are
 reset every `accuracy_reset_interval` iterations (the reference resets them at each evaluation),
-and the queue trains on un-augmented real batches unless `train_dsa` is set.
+and the queue trains on un-augmented real batches unless `train_dsa` is set. A class's real
+images go through the network in row chunks under `runtime.memory_budget` (features, and maps
+for add-ons, are joined afterwards: the same numbers as one pass).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillkit.memory import row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.methods.dm import embed_and_map
 from distillkit.methods.model_queue import ModelQueue
+from distillkit.runtime import Runtime
 from distillkit.settings import ranged
 
 
@@ -77,6 +81,22 @@ class ImprovedDistributionMatching(Method):
         for _ in range(s.initial_nets):
             self.queue.push()
         self.iterations_done = 0
+        self.memory_budget = Runtime.from_config(ctx.runtime, self.data.device).memory_budget
+
+    def real_pass(self, net: nn.Module, real: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(features, maps or None) of `real` under no_grad, in row chunks under the budget."""
+        features: list[Tensor] = []
+        maps: list[Tensor] = []
+        with torch.no_grad():
+            for rows in row_slices(net, real, self.memory_budget):
+                f, m = embed_and_map(net, real[rows], self.with_map)
+                features.append(f)
+                if m is not None:
+                    maps.append(m)
+        joined = features[0] if len(features) == 1 else torch.cat(features)
+        if not maps:
+            return joined, None
+        return joined, maps[0] if len(maps) == 1 else torch.cat(maps)
 
     def class_losses(self, net: nn.Module, c: int, real: Tensor) -> tuple[Tensor, Tensor]:
         """(DM term, CE term) of class c: mean-embedding distance between `real` (images of c)
@@ -94,9 +114,8 @@ class ImprovedDistributionMatching(Method):
         real_groups = torch.zeros(real.shape[0], dtype=torch.long, device=real.device)
         syn_groups = torch.zeros(syn.shape[0], dtype=torch.long, device=syn.device)
         real, syn = self.siamese_augment(real, real_groups, syn, syn_groups, 1)
-        with torch.no_grad():
-            real_features, real_map = embed_and_map(net, real, self.with_map)
-            real_mean = real_features.mean(0)
+        real_features, real_map = self.real_pass(net, real)
+        real_mean = real_features.mean(0)
         features, syn_map = embed_and_map(net, syn, self.with_map)
         terms = {
             "match": (real_mean - features.mean(0)).pow(2).sum(),

@@ -19,16 +19,26 @@ from torch import Tensor, nn
 
 from distillkit.augment import DSA
 from distillkit.classwise import class_means
+from distillkit.memory import auto_budget, row_slices
 from distillkit.networks import NetworkFactory
 
 DISTANCES = ("dm", "dc", "dsa")
 
 
-def _dm_distance(net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int) -> Tensor:
-    """Per-class || mean embed(X_c) - mean embed(flip X_c) ||^2, shape (K,)."""
+def _embed(net: nn.Module, x: Tensor, budget: int) -> Tensor:
+    """net.embed(x) under no_grad in row chunks under `budget` bytes (the same rows as one pass)."""
     with torch.no_grad():
-        both = net.embed(torch.cat([x, x_flip]))
-    means = class_means(both[: len(x)], y, k) - class_means(both[len(x) :], y, k)
+        parts = [net.embed(x[rows]) for rows in row_slices(net, x, budget)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _dm_distance(
+    net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int, budget: int = 0
+) -> Tensor:
+    """Per-class || mean embed(X_c) - mean embed(flip X_c) ||^2, shape (K,)."""
+    means = class_means(_embed(net, x, budget), y, k) - class_means(
+        _embed(net, x_flip, budget), y, k
+    )
     return means.pow(2).sum(1)
 
 
@@ -66,11 +76,14 @@ def unequalness(
     distances: Sequence[str] = DISTANCES,
     num_nets: int = 3,
     augment: DSA | None = None,
+    memory_budget: int | None = None,
 ) -> dict[str, float]:
     """U(X) for each distance, averaged over classes present and `num_nets` fresh networks.
 
     `augment` is the DSA used for the `dsa` distance (one Siamese draw per class and network,
-    applied identically to X_c and flip(X_c)); required when `dsa` is asked for.
+    applied identically to X_c and flip(X_c)); required when `dsa` is asked for. The `dm`
+    distance embeds in row chunks under `memory_budget` bytes (None: the device's automatic
+    budget, distillkit/memory.py; 0: one pass); the dc/dsa distances go one class at a time.
     """
     unknown = set(distances) - set(DISTANCES)
     if unknown:
@@ -78,6 +91,7 @@ def unequalness(
     if "dsa" in distances and (augment is None or not augment.enabled):
         raise ValueError("the 'dsa' unequalness distance needs an enabled DSA augmentation")
     images, labels = images.detach(), labels.detach()
+    budget = auto_budget(images.device) if memory_budget is None else memory_budget
     flipped = hflip(images)
     present = torch.bincount(labels, minlength=num_classes) > 0
     totals = {d: torch.zeros((), device=images.device) for d in distances}
@@ -89,7 +103,7 @@ def unequalness(
         net.train(not _has_batch_norm(net))
         for name in distances:
             if name == "dm":
-                per_class = _dm_distance(net, images, flipped, labels, num_classes)
+                per_class = _dm_distance(net, images, flipped, labels, num_classes, budget)
             elif name == "dc":
                 per_class = _dc_distance(net, images, flipped, labels, num_classes)
             else:
