@@ -75,11 +75,15 @@ def distillation_augment(cfg: Mapping[str, Any]) -> DSA | None:
 
 
 def evaluation_augment(cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> Any:
-    """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first)."""
+    """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first;
+    `eval.dsa_strategy`, when set, replaces the run's strategy: IDC drops cutout for CutMix)."""
     eval_cfg = cfg["eval"] if eval_cfg is None else eval_cfg
     if not eval_cfg.get("dsa"):
         return None
-    return DSA.from_config(cfg["dsa"], always_flip=bool(eval_cfg.get("always_flip", False)))
+    dsa_cfg = dict(cfg["dsa"])
+    if eval_cfg.get("dsa_strategy"):
+        dsa_cfg["strategy"] = eval_cfg["dsa_strategy"]
+    return DSA.from_config(dsa_cfg, always_flip=bool(eval_cfg.get("always_flip", False)))
 
 
 def build_distillation(
