@@ -59,7 +59,7 @@ def idc_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str)
 
 @dataclass(frozen=True)
 class IDCSettings(MethodSettings):
-    """Defaults are the reference's CIFAR settings (conf/method/idc.yaml says where each is from)."""
+    """Defaults are the reference's CIFAR settings (conf/method/idc.yaml says where from)."""
 
     inner_loop: int = ranged(100, minimum=1)
     lr_img: float = ranged(5e-3, above=0)
