@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_addons
+from conftest import FTD_PUBLISHED, build_addons
 from torch.func import functional_call
 
 from distillkit.augment import DSA
@@ -265,20 +265,6 @@ def test_checkpoint_resume_continues_the_ema(tiny_config, tmp_path, gsam_dir):
 
 
 # -- configuration ---------------------------------------------------------------------------------
-#: FTD's Table 7, restated from the issue and FTD's docs/parameters.png independently of conf/:
-#: syn_steps, expert_epochs, max_start_epoch, batch_syn, lr_img, lr_lr, lr_teacher, alpha, EMA.
-FTD_PUBLISHED = {
-    ("cifar10", 1): (50, 2, 2, None, 100, 1e-7, 0.01, 0.3, 0.9999),
-    ("cifar10", 10): (30, 2, 20, None, 100, 1e-5, 0.001, 0.3, 0.9995),
-    ("cifar10", 50): (30, 2, 40, None, 1000, 1e-5, 0.01, 1.0, 0.999),
-    ("cifar100", 1): (40, 3, 20, None, 1000, 1e-5, 0.01, 1.0, 0.9995),
-    ("cifar100", 10): (20, 2, 40, None, 1000, 1e-5, 0.01, 1.0, 0.9995),
-    ("cifar100", 50): (80, 2, 40, 1000, 1000, 1e-5, 0.01, 1.0, 0.999),
-    ("tinyimagenet", 1): (30, 2, 10, None, 10000, 1e-4, 0.01, 1.0, 0.999),
-    ("tinyimagenet", 10): (20, 2, 40, 500, 10000, 1e-4, 0.01, 1.0, 0.999),
-}
-
-
 @pytest.mark.parametrize("dataset, ipc", sorted(FTD_PUBLISHED))
 def test_published_settings_are_picked_up_automatically(dataset, ipc):
     from conftest import compose_config
