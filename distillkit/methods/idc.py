@@ -178,7 +178,6 @@ class EfficientCondensation(Method):
             order = torch.randperm(n, generator=self.generator)[: batches * s.net_batch]
             for rows in torch.split(order.to(self.data.train_images.device), s.net_batch):
                 x, y = self.data.train_images[rows], self.data.train_labels[rows]
-                x, y = self.real_view(x, y)
                 if self.net_augment is not None:
                     x = self.net_augment(x, self.generator)
                 loss = batch_loss(net, x, y, self.net_recipe, self.generator)
