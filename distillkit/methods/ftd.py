@@ -7,7 +7,9 @@
    step (E starts at the initial images), is what is evaluated, scored and saved
    (`evaluated_set`); the matching itself works on S, as in the reference (distill_FTD.py).
 
-Everything else, FYI's doubled student batches included, is MTT's.
+Everything else, FYI's doubled student batches included, is MTT's. The EMA is part of the
+method's checkpoint state. (Known gap: a run stopped by a NaN loss writes synthetic_set.pt from
+the last good checkpoint's images, not its EMA.)
 """
 
 from __future__ import annotations
