@@ -76,7 +76,8 @@ def distillation_augment(cfg: Mapping[str, Any]) -> DSA | None:
 
 
 def evaluation_augment(cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> Any:
-    """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first), or
+    """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first;
+    `eval.dsa_strategy`, when set, replaces the run's strategy: IDC drops cutout for CutMix), or
     DC's reference augmentation per dataset and model (`eval.augment: dc`), or none."""
     eval_cfg = cfg["eval"] if eval_cfg is None else eval_cfg
     augment = eval_cfg.get("augment", "dsa")
@@ -86,7 +87,10 @@ def evaluation_augment(cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any] | Non
         raise ConfigError(f"eval.augment must be dsa, dc or none, got {augment!r}")
     if augment == "none" or not eval_cfg.get("dsa"):
         return None
-    return DSA.from_config(cfg["dsa"], always_flip=bool(eval_cfg.get("always_flip", False)))
+    dsa_cfg = dict(cfg["dsa"])
+    if eval_cfg.get("dsa_strategy"):
+        dsa_cfg["strategy"] = eval_cfg["dsa_strategy"]
+    return DSA.from_config(dsa_cfg, always_flip=bool(eval_cfg.get("always_flip", False)))
 
 
 def build_distillation(

@@ -92,7 +92,7 @@ def distil_classes(
     if method.optimises:
         for iteration in range(int(cfg["method"].get("iterations", 0))):
             method.step(iteration)
-    images, labels = synthetic.training_set()
+    images, labels = method.evaluated_set().training_set()  # FTD: its EMA
     original = torch.as_tensor(list(classes), device=labels.device)[labels]
     return images, original, method.eval_lr
 

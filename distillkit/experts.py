@@ -106,13 +106,64 @@ def check_meta(path: Path, saved: Mapping[str, Any], expected: Mapping[str, Any]
 
 
 # -- training -----------------------------------------------------------------------------------
+OPTIMISERS = ("sgd", "gsam")
+
+
 @dataclass(frozen=True)
 class ExpertSettings:
-    """The published expert recipe: SGD lr 0.01, no momentum or weight decay, batch 256."""
+    """The published expert recipe: SGD lr 0.01, no momentum or weight decay, batch 256.
+
+    `optimiser="gsam"` is FTD's: the same SGD steps taken along GSAM's direction (surrogate-gap
+    guided sharpness-aware minimisation; FTD's buffer_FTD.py: rho 0.01, alpha 0.4, adaptive).
+    """
 
     epochs: int = 50
     lr: float = 0.01
     batch_size: int = 256
+    optimiser: str = "sgd"
+    rho: float = 0.01
+    gsam_alpha: float = 0.4
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimiser not in OPTIMISERS:
+            raise ValueError(f"optimiser must be one of {OPTIMISERS}, got {self.optimiser!r}")
+
+    def recipe(self) -> dict[str, Any]:
+        """What a shard records of how its experts were trained (beyond the shared keys)."""
+        if self.optimiser == "sgd":
+            return {}  # as before: SGD buffers keep their old training record
+        return {
+            "optimiser": self.optimiser,
+            "rho": self.rho,
+            "gsam_alpha": self.gsam_alpha,
+            "adaptive": self.adaptive,
+        }
+
+
+def gsam_wrapper(settings: ExpertSettings) -> Callable[[nn.Module, torch.optim.Optimizer], Any]:
+    """GSAM around the expert's SGD (pytorch-optimizer's implementation, which takes the same
+    update as FTD's bundled gsam.py; tests/test_ftd.py checks it against the formula). rho is
+    constant, as in FTD (rho_max = rho_min, a constant lr)."""
+    from pytorch_optimizer import GSAM
+    from pytorch_optimizer.lr_scheduler.proportion import ProportionScheduler
+
+    def wrap(net: nn.Module, base: torch.optim.Optimizer) -> Any:
+        lr = base.param_groups[0]["lr"]
+        constant = torch.optim.lr_scheduler.LambdaLR(base, lambda _: 1.0)
+        rho = ProportionScheduler(
+            constant, max_lr=lr, min_lr=lr, max_value=settings.rho, min_value=settings.rho
+        )
+        return GSAM(
+            net.parameters(),
+            base_optimizer=base,
+            model=net,
+            rho_scheduler=rho,
+            alpha=settings.gsam_alpha,
+            adaptive=settings.adaptive,
+        )
+
+    return wrap
 
 
 def train_expert(
@@ -124,7 +175,8 @@ def train_expert(
     generator: torch.Generator,
 ) -> tuple[Tensor, nn.Module]:
     """One expert: its trajectory (epochs + 1, num_params) on the CPU (init, then every epoch)
-    and the trained network. The evaluation protocol's loop with plain SGD and no lr decay."""
+    and the trained network. The evaluation protocol's loop with plain SGD (or GSAM) and no lr
+    decay."""
     recipe = EvalSettings(
         epochs=settings.epochs,
         lr=settings.lr,
@@ -138,7 +190,10 @@ def train_expert(
     def snapshot(_done: int, net: nn.Module) -> None:
         trajectory.append(flatten_parameters(net).cpu())
 
-    net = train_network(factory, images, labels, recipe, augment, generator, on_epoch=snapshot)
+    wrap = gsam_wrapper(settings) if settings.optimiser == "gsam" else None
+    net = train_network(
+        factory, images, labels, recipe, augment, generator, on_epoch=snapshot, wrap_optimiser=wrap
+    )
     return torch.stack(trajectory), net
 
 
@@ -185,6 +240,7 @@ def train_experts(
         "lr": settings.lr,
         "batch_size": settings.batch_size,
         "dsa": augment.strategy if augment is not None and augment.enabled else None,
+        **settings.recipe(),
     }
 
     def train_one(i: int) -> Tensor:
@@ -200,6 +256,12 @@ def train_experts(
 
     def held(where: Path) -> list[int]:
         buffer = ExpertBuffer.open(where, meta)
+        optimiser = buffer.training.get("optimiser", "sgd")
+        if optimiser != settings.optimiser:
+            raise ExpertBufferError(
+                f"{where}: holds {optimiser} experts, asked for {settings.optimiser}; "
+                "use another buffer directory"
+            )
         if buffer.epochs != settings.epochs:
             raise ExpertBufferError(
                 f"{where}: holds experts of {buffer.epochs} epochs, asked for {settings.epochs}; "

@@ -150,7 +150,7 @@ class Trainer:
     ) -> dict[str, dict[str, Any]]:
         """Test accuracy (eval/<arch>/*), or with `validation` the held-out validation split's
         (val/<arch>/*, fresh models from their own stream)."""
-        images, labels = self.synthetic.training_set()
+        images, labels = self.method.evaluated_set().training_set()
         accuracy = evaluate_set(
             images,
             labels,
@@ -175,7 +175,7 @@ class Trainer:
     def measure_unequalness(self, iteration: int) -> dict[str, float]:
         """U(S) of the (decoded, un-transformed) synthetic set; logged as unequalness/<distance>."""
         settings = self.cfg["unequalness"]
-        images, labels = self.synthetic.training_set()
+        images, labels = self.method.evaluated_set().training_set()
         scores = unequalness(
             images,
             labels,
@@ -191,7 +191,7 @@ class Trainer:
 
     def display_images(self) -> torch.Tensor:
         """Stored images in the space the grids de-normalise from (ZCA undone when used)."""
-        images = self.synthetic.images.detach()
+        images = self.method.evaluated_set().images.detach()
         return self.data.denormalise(images) if self.data.zca_state is not None else images
 
     def log_grid(self, iteration: int, name: str) -> None:
@@ -296,7 +296,7 @@ class Trainer:
         final_loss = self.distil()
         distilled = time.perf_counter()
         self.save_checkpoint(self.iterations)
-        self.synthetic.save(
+        self.method.evaluated_set().save(
             self.run_dir / "synthetic_set.pt",
             config=self.cfg,
             lr=self.method.eval_lr,

@@ -115,3 +115,17 @@ MTT_PUBLISHED = {
     ("tinyimagenet", 10): (20, 2, 40, 10000, 1e-4, 0.01, False, 200),
     ("tinyimagenet", 50): (20, 2, 40, 10000, 1e-4, 0.01, False, 300),
 }
+
+#: FTD's Table 7, restated from FTD's docs/parameters.png (AngusDujw/FTD-distillation) and the
+#: issue, independently of conf/: (dataset, ipc) -> syn_steps, expert_epochs, max_start_epoch,
+#: batch_syn, lr_img, lr_lr, lr_teacher, alpha (GSAM's, of the experts), EMA decay.
+FTD_PUBLISHED = {
+    ("cifar10", 1): (50, 2, 2, None, 100, 1e-7, 0.01, 0.3, 0.9999),
+    ("cifar10", 10): (30, 2, 20, None, 100, 1e-5, 0.001, 0.3, 0.9995),
+    ("cifar10", 50): (30, 2, 40, None, 1000, 1e-5, 0.01, 1.0, 0.999),
+    ("cifar100", 1): (40, 3, 20, None, 1000, 1e-5, 0.01, 1.0, 0.9995),
+    ("cifar100", 10): (20, 2, 40, None, 1000, 1e-5, 0.01, 1.0, 0.9995),
+    ("cifar100", 50): (80, 2, 40, 1000, 1000, 1e-5, 0.01, 1.0, 0.999),
+    ("tinyimagenet", 1): (30, 2, 10, None, 10000, 1e-4, 0.01, 1.0, 0.999),
+    ("tinyimagenet", 10): (20, 2, 40, 500, 10000, 1e-4, 0.01, 1.0, 0.999),
+}

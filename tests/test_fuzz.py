@@ -37,6 +37,7 @@ QUICK_METHOD = {
     "idm": ["method.batch_real=16", "method.batch_train=32", "method.model_train_steps=1"],
     "dc": ["method.batch_real=16", "method.outer_loop=1", "method.inner_loop=1"],
     "dsa": ["method.batch_real=16", "method.outer_loop=1", "method.inner_loop=1"],
+    "idc": ["method.batch_real=16", "method.inner_loop=2", "method.n_data=32"],
 }
 
 
@@ -55,7 +56,7 @@ def combination(seed: int) -> list[str]:
     if rng.random() < 0.6:  # lean towards settings that run, so that many combinations do
         picked["dataset"] = "digits"
         picked["ipc"] = rng.choice(["1", "10"])  # DC/DSA publish loops for these
-        picked["method"] = rng.choice([m for m in options("method") if m != "mtt"])
+        picked["method"] = rng.choice([m for m in options("method") if m not in ("mtt", "ftd")])
         picked["regularizer"] = rng.choice(["[none]", "[fyi]"])
         if "experiment" in picked:  # the demo preset sets ConvNet options
             picked["model"] = rng.choice(["convnet", "convnet_bn"])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import MTT_PUBLISHED
+from conftest import FTD_PUBLISHED, MTT_PUBLISHED
 
 from distillkit.tables.plan import compose_jobs, make_plan
 from distillkit.tables.render import (
@@ -86,10 +86,17 @@ def check_published(
     digits_like = dataset in ("svhn", "mnist", "fashion_mnist")
     assert ("flip" in cfg.dataset.dsa_strategy) is not digits_like
     ev = cfg.eval
-    assert (ev.lr, ev.momentum, ev.weight_decay, ev.batch_size) == (0.01, 0.9, 0.0005, 256)
-    assert ev.lr_decay_at == 0.5 and ev.extra_epoch is True
+    idc = method == "idc"  # IDC's own protocol (argument.py, train.py): batch 64, CutMix
+    batch = 64 if idc else 256
+    assert (ev.lr, ev.momentum, ev.weight_decay, ev.batch_size) == (0.01, 0.9, 0.0005, batch)
+    # The DC/MTT references train range(epochs + 1); IDC's train.py trains `epochs`.
+    assert ev.lr_decay_at == 0.5 and ev.extra_epoch is (not idc)
     assert ev.always_flip is fyi_protocol and cfg.dsa.always_flip is fyi_protocol
-    if method == "dc":  # get_daparam: no augmentation, 300 epochs (MNIST: its own, 1000)
+    if idc:
+        assert (ev.cutmix_p, ev.cutmix_beta, ev.lr_gamma) == (0.5, 1.0, 0.2)
+        assert list(ev.lr_milestones) == [0.6667, 0.8334]
+        assert (ev.augment, ev.dsa, ev.epochs) == ("dsa", True, 1000)
+    elif method == "dc":  # get_daparam: no augmentation, 300 epochs (MNIST: its own, 1000)
         assert (ev.augment, ev.epochs) == ("dc", 1000 if dataset == "mnist" else 300)
     else:
         assert (ev.augment, ev.dsa, ev.epochs) == ("dsa", True, 1000)
@@ -141,6 +148,28 @@ def check_published(
         assert (m.syn_steps, m.expert_epochs, m.max_start_epoch) == (syn, ep, start)
         assert (m.lr_img, m.lr_lr, m.lr_teacher) == pytest.approx((lr_img, lr_lr, lr_t))
         assert (bool(cfg.dataset.zca), m.batch_syn) == (zca, batch)
+    elif method == "idc":
+        assert (m.iterations, m.inner_loop, m.metric, m.factor, m.dsa) == (
+            2000,
+            100,
+            "mse",
+            2,
+            False,
+        )
+        assert (m.lr_img, m.lr_img_per_ipc, m.momentum, m.batch_real) == (5e-3, True, 0.5, 64)
+        assert (m.n_data, m.net_batch, m.lr_net, m.net_cutmix_p) == (2000, 64, 0.01, 0.5)
+    elif method == "ftd":
+        assert (m.iterations, m.momentum, m.dsa) == (5000, 0.5, True)
+        syn, ep, start, batch_syn, *rates = FTD_PUBLISHED[(dataset, ipc)]
+        assert (m.syn_steps, m.expert_epochs, m.max_start_epoch, m.batch_syn) == (
+            syn,
+            ep,
+            start,
+            batch_syn,
+        )
+        got = (m.lr_img, m.lr_lr, m.lr_teacher, m.gsam_alpha, m.ema_decay)
+        assert got == pytest.approx(tuple(rates))
+        assert bool(cfg.dataset.zca) is dataset.startswith("cifar")
     if "iid" in regularizers:  # IID = class centralisation (cc) + covariance matching (cm)
         cc, cm = cfg.regularizer.cc.weight, cfg.regularizer.cm.weight
         assert (cc[method], cm[method]) == IID[method]
@@ -178,8 +207,10 @@ def test_every_cell_composes_to_the_published_settings(name, row_name, tmp_path)
 
 def test_required_tables_are_defined():
     fyi = load_table("fyi", TABLES)
-    assert {r.method for r in fyi.rows} == {"dc", "dsa", "dm", "idm", "mtt"}
-    assert len(fyi.rows) == 10 and fyi.datasets == ("cifar10", "cifar100")
+    assert {r.method for r in fyi.rows} == {"dc", "dsa", "dm", "idc", "idm", "mtt", "ftd"}
+    assert len(fyi.rows) == 14 and fyi.datasets == ("cifar10", "cifar100")
+    for row in fyi.rows:  # every base method with and without FYI
+        assert row.regularizers in ((), ("fyi",))
     assert fyi.ipcs == (1, 10, 50)
     iid = load_table("iid", TABLES)
     assert set(iid.datasets) == {"svhn", "cifar10", "cifar100", "tinyimagenet"}
@@ -196,6 +227,9 @@ def test_published_numbers_match_the_reference_sheet():
     assert fyi.paper("dm", "cifar10", 10) == Published(48.9, 0.6)
     assert fyi.paper("dc", "cifar100", 50) is None  # "–" in the sheet: never guessed
     assert fyi.paper("dm_fyi", "cifar10", 1) is None
+    assert fyi.paper("idc", "cifar10", 10) == Published(67.5)  # IDC's README, no std
+    assert fyi.paper("idc", "cifar100", 1) is None
+    assert fyi.paper("ftd", "cifar100", 50) == Published(50.7, 0.3)  # FTD's README
     iid = load_table("iid", TABLES)
     assert iid.paper("idm_iid", "cifar100", 1) == Published(24.6, 0.1)
     assert iid.paper("dm", "svhn", 10) is None
@@ -303,9 +337,13 @@ def test_render_ours_beside_paper_with_missing_and_failed_cells(tmp_path):
 def test_smoke_plan_substitutes_digits_and_says_so(tmp_path):
     spec = load_table("fyi", TABLES)
     plan = make_plan(spec, "smoke", tmp_path)
-    assert len(plan.jobs) == 60 and {j.run_dataset for j in plan.jobs} == {"digits"}
+    assert len(plan.jobs) == 84 and {j.run_dataset for j in plan.jobs} == {"digits"}
     assert plan.substitutions == {"cifar10": "digits", "cifar100": "digits"}
-    assert [p.kind for p in plan.prerequisites] == ["experts"]
+    assert [p.kind for p in plan.prerequisites] == ["experts", "experts"]
+    sgd, gsam = plan.prerequisites
+    assert "optimizer=gsam" in gsam.argv and "optimizer=gsam" not in sgd.argv
+    ftd = next(j for j in plan.jobs if j.row == "ftd_fyi")
+    assert f"method.buffer={gsam.directory}" in ftd.overrides
     mtt = next(j for j in plan.jobs if j.row == "mtt_fyi")
     assert "regularizer=[fyi]" in mtt.overrides
     assert any(o.startswith("method.buffer=") for o in mtt.overrides)
@@ -314,6 +352,20 @@ def test_smoke_plan_substitutes_digits_and_says_so(tmp_path):
     assert "synthetic.init=noise" in idm50.overrides  # 4 x 50 > the smallest digits class
     md = to_markdown(spec, collect(plan), "smoke", plan.substitutions)
     assert "`digits` was substituted for CIFAR-10, CIFAR-100" in md
+
+
+def test_paper_prerequisites_train_gsam_experts_of_each_alpha_for_ftd(tmp_path):
+    from distillkit.tables.plan import paper_prerequisites
+
+    spec = load_table("fyi", TABLES)
+    plan = make_plan(spec, "paper", tmp_path)
+    plan.jobs = [j for j in plan.jobs if j.row == "ftd" and j.dataset == "cifar10"]
+    wanted = {str(p.directory): p.command for p in paper_prerequisites(plan)}
+    assert len(wanted) == 2  # alpha 0.3 (IPC 1, 10) and alpha 1 (IPC 50), both ZCA
+    for directory, command in wanted.items():
+        alpha = directory.rpartition("_gsam-a")[2]
+        assert "optimizer=gsam" in command and f"gsam.alpha={alpha}" in command
+        assert "dataset.zca=true" in command and "num_experts=100" in command
 
 
 def test_wandb_runs_of_a_table_share_a_group(tmp_path):

@@ -17,7 +17,7 @@ def run_experts(settings: dict[str, Any]) -> dict[str, Any]:
     """Train `num_experts` experts into `buffer_dir`; returns a short summary."""
     from distillkit.assembly import Bench
     from distillkit.augment import DSA
-    from distillkit.experts import ExpertSettings, train_experts
+    from distillkit.experts import train_experts
 
     dataset_cfg = dict(settings["dataset"])
     dataset_cfg["zca"] = bool(settings.get("zca") or dataset_cfg.get("zca"))
@@ -35,12 +35,32 @@ def run_experts(settings: dict[str, Any]) -> dict[str, Any]:
         bench.networks,
         augment,
         num_experts,
-        ExpertSettings(int(settings["epochs"]), float(settings["lr"]), int(settings["batch"])),
+        expert_settings(settings),
         int(settings["experts_per_shard"]),
         lambda i: bench.generators[f"experts/{i}"],
         on_expert=report,
     )
     return report.summary(settings["buffer_dir"], written)
+
+
+def expert_settings(settings: dict[str, Any]) -> Any:
+    """The expert recipe of the command's settings (`optimizer: gsam` for FTD's experts)."""
+    from distillkit.errors import ConfigError
+    from distillkit.experts import OPTIMISERS, ExpertSettings
+
+    optimiser = str(settings.get("optimizer", "sgd"))
+    if optimiser not in OPTIMISERS:
+        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMISERS)}, got {optimiser!r}")
+    gsam = dict(settings.get("gsam") or {})
+    return ExpertSettings(
+        int(settings["epochs"]),
+        float(settings["lr"]),
+        int(settings["batch"]),
+        optimiser=optimiser,
+        rho=float(gsam.get("rho", 0.01)),
+        gsam_alpha=float(gsam.get("alpha", 0.4)),
+        adaptive=bool(gsam.get("adaptive", True)),
+    )
 
 
 @hydra.main(config_path="pkg://distillkit.conf", config_name="experts", version_base="1.3")

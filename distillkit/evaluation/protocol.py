@@ -2,6 +2,8 @@
 
 Published protocol (methods.md): SGD momentum 0.9, wd 5e-4, lr 0.01, batch 256, E epochs with
 per-sample DSA, lr x 0.1 once at E/2, accuracy of the final epoch, mean +- std over models.
+IDC's protocol adds CutMix (`cutmix_p`, `cutmix_beta`) and a two-step schedule (`lr_milestones`,
+`lr_gamma`); a wrapping optimiser with `set_closure` (GSAM, for FTD's experts) takes its steps.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -55,12 +58,36 @@ class EvalSettings:
             return self.epochs + 1, decay + 2
         return self.epochs, decay
 
+    #: Fractions of the epochs at which lr is multiplied by `lr_gamma` (IDC: 2/3 and 5/6, x0.2);
+    #: empty: once at `lr_decay_at`.
+    lr_milestones: tuple[float, ...] = ()
+    lr_gamma: float = 0.1
+    #: CutMix (IDC's evaluation): with probability `cutmix_p` per batch, a box of area about
+    #: 1 - lam (lam ~ Beta(beta, beta)) is pasted from a shuffled batch; 0 = off.
+    cutmix_p: float = 0.0
+    cutmix_beta: float = 1.0
+
+    @property
+    def needs_plain_loop(self) -> bool:
+        """Options only `train_network` implements (the stacked trainer does not)."""
+        return self.cutmix_p > 0 or bool(self.lr_milestones)
+
+    def lr_factor(self, epoch: int) -> float:
+        """The multiple of the base lr used in (0-based) `epoch`."""
+        if self.lr_milestones:
+            passed = sum(epoch >= int(self.epochs * m) for m in self.lr_milestones)
+            return self.lr_gamma**passed
+        _, decay_epoch = self.schedule()
+        return self.lr_gamma if epoch >= decay_epoch > 0 else 1.0
+
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in dict(cfg).items() if k in known}
         if "models" in values:
             values["models"] = tuple(str(m) for m in values["models"])
+        if "lr_milestones" in values:
+            values["lr_milestones"] = tuple(float(m) for m in values["lr_milestones"] or ())
         return cls(**values)
 
 
@@ -75,6 +102,37 @@ def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: in
     return 100.0 * correct.item() / images.shape[0]
 
 
+def cutmix(
+    x: Tensor, y: Tensor, beta: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor, float]:
+    """CutMix as IDC's reference applies it: a box of side ~sqrt(1 - lam) around a uniform
+    centre, copied from a shuffled batch; returns (mixed x, the pasted rows' labels, the kept
+    area fraction). Every draw comes from `generator`."""
+    h, w = x.shape[-2:]
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(beta, beta))
+    index = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = (int(torch.randint(s, (1,), generator=generator)) for s in (h, w))
+    y1, y2 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x1, x2 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    mixed = x.clone()
+    mixed[..., y1:y2, x1:x2] = x[index][..., y1:y2, x1:x2]
+    return mixed, y[index], 1.0 - (y2 - y1) * (x2 - x1) / (h * w)
+
+
+def batch_loss(
+    net: nn.Module, x: Tensor, y: Tensor, settings: EvalSettings, generator: torch.Generator
+) -> Tensor:
+    """Cross-entropy of one training batch, CutMix-ed with probability `settings.cutmix_p`."""
+    if settings.cutmix_p > 0 and float(torch.rand((), generator=generator)) < settings.cutmix_p:
+        x, y_b, ratio = cutmix(x, y, settings.cutmix_beta, generator)
+        out = net(x)
+        return F.cross_entropy(out, y) * ratio + F.cross_entropy(out, y_b) * (1.0 - ratio)
+    return F.cross_entropy(net(x), y)
+
+
 def train_network(
     factory: NetworkFactory,
     images: Tensor,
@@ -84,36 +142,47 @@ def train_network(
     generator: torch.Generator,
     lr: float | None = None,
     on_epoch: Callable[[int, nn.Module], None] | None = None,
+    wrap_optimiser: Callable[[nn.Module, torch.optim.Optimizer], Any] | None = None,
 ) -> nn.Module:
     """A fresh network trained on (images, labels) with the protocol's optimiser and schedule.
 
     `on_epoch(done, net)` sees the network before training (done=0) and after every epoch, so
-    expert trajectories reuse this loop; it must not draw from `generator`.
+    expert trajectories reuse this loop; it must not draw from `generator`. `wrap_optimiser`
+    turns the SGD optimiser into another one (FTD's GSAM experts); a wrapper with `set_closure`
+    computes its own gradients (two passes for GSAM) on the same augmented batch.
     """
     net = factory(generator)
     base_lr = settings.lr if lr is None else float(lr)
-    optimiser = torch.optim.SGD(
+    optimiser: Any = torch.optim.SGD(
         net.parameters(),
         lr=base_lr,
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
     )
-    epochs, decay_epoch = settings.schedule()
+    if wrap_optimiser is not None:
+        optimiser = wrap_optimiser(net, optimiser)
+    closure = hasattr(optimiser, "set_closure")
+    epochs, _ = settings.schedule()
     n = images.shape[0]
     net.train()
     if on_epoch is not None:
         on_epoch(0, net)
     for epoch in range(epochs):
-        if epoch == decay_epoch and epoch > 0:
+        factor = settings.lr_factor(epoch)
+        if factor != 1.0:
             for group in optimiser.param_groups:
-                group["lr"] = base_lr * 0.1
+                group["lr"] = base_lr * factor
         order = torch.randperm(n, generator=generator).to(images.device)
         for start in range(0, n, settings.batch_size):
             rows = order[start : start + settings.batch_size]
             x, y = images[rows], labels[rows]
             if augment is not None and augment.enabled:
                 x = augment(x, generator)
-            loss = F.cross_entropy(net(x), y)
+            if closure:
+                optimiser.set_closure(F.cross_entropy, x, y)
+                optimiser.step()
+                continue
+            loss = batch_loss(net, x, y, settings, generator)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -161,7 +230,11 @@ def evaluate_set(
     Returns {architecture: {mean, std, runs, n}} with accuracies in percent.
     """
     images, labels = images.detach(), labels.detach()
-    stacked = settings.num_models > 1 and stacking_requested(settings.stacked, images.device)
+    stacked = (
+        settings.num_models > 1
+        and not settings.needs_plain_loop
+        and stacking_requested(settings.stacked, images.device)
+    )
     results: dict[str, dict[str, Any]] = {}
     total = len(settings.models) * settings.num_models
     bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")

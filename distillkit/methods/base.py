@@ -107,6 +107,11 @@ class Method:
     def step(self, iteration: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def evaluated_set(self) -> SyntheticSet:
+        """The set evaluation, the unequalness score, the grids and synthetic_set.pt see
+        (FTD: the moving average of its images)."""
+        return self.synthetic
+
     @property
     def eval_lr(self) -> float | None:
         """Learning rate evaluation should use (None: the protocol's default)."""

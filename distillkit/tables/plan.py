@@ -52,7 +52,11 @@ SMOKE_METHOD = {
         "method.net_num=2",
     ),
     "mtt": ("method.syn_steps=2", "method.expert_epochs=1", "method.max_start_epoch=1"),
+    "ftd": ("method.syn_steps=2", "method.expert_epochs=1", "method.max_start_epoch=1"),
+    "idc": ("method.batch_real=16", "method.inner_loop=2", "method.n_data=32"),
 }
+#: Methods that read an expert buffer, and the distillkit-experts options of their experts.
+EXPERT_METHODS = {"mtt": (), "ftd": ("optimizer=gsam",)}
 #: Published prerequisite sizes (methods.md): MTT's experts, IID's pre-trained pool.
 PAPER_EXPERTS = ("num_experts=100", "epochs=50")
 PAPER_POOL = ("pool.size=1000", "pool.epochs=40")  # distillkit.pool.PUBLISHED_POOL
@@ -222,10 +226,12 @@ def _job_overrides(
         overrides.append(f"eval.at=[{','.join(str(i) for i in row.evaluation_points())}]")
     if scale == "smoke":
         overrides += [*SMOKE_COMMON, *SMOKE_METHOD.get(row.method, ()), *spec.smoke_overrides]
-        if row.method == "idm" and ipc * 4 > DIGITS_SMALLEST_CLASS:
+        if row.method in ("idm", "idc") and ipc * 4 > DIGITS_SMALLEST_CLASS:
             overrides.append("synthetic.init=noise")  # too few digits for real mosaics
-        if row.method == "mtt":
-            overrides.append(f"method.buffer={_smoke_dir(root, 'experts')}")
+        if row.method in EXPERT_METHODS:
+            overrides.append(f"method.buffer={_smoke_dir(root, _experts_kind(row.method))}")
+            if row.method == "ftd":
+                overrides.append("method.gsam_alpha=null")  # the smoke buffer's default alpha
         if _needs_pool(row.regularizers):
             overrides.append(f"regularizer.cc.pool={_smoke_dir(root, 'pool')}")
     return overrides
@@ -233,6 +239,11 @@ def _job_overrides(
 
 def _needs_pool(regularizers: Sequence[str]) -> bool:
     return any(r in ("iid", "cc") for r in regularizers)
+
+
+def _experts_kind(method: str) -> str:
+    """The smoke prerequisite a method's buffer is: SGD experts, or FTD's GSAM experts."""
+    return "experts" if method == "mtt" else f"experts_{method}"
 
 
 def _smoke_dir(root: Path, kind: str) -> Path:
@@ -248,13 +259,16 @@ def _prerequisites(spec: TableSpec, scale: str, root: Path) -> list[Prerequisite
     if scale != "smoke":
         return []
     wanted = []
-    if any(r.method == "mtt" for r in spec.rows):
-        directory = _smoke_dir(root, "experts")
+    for method, options in EXPERT_METHODS.items():
+        if not any(r.method == method for r in spec.rows):
+            continue
+        directory = _smoke_dir(root, _experts_kind(method))
         args = (
             *SMOKE_DATA,
             "model.width=8",
             "num_experts=1",
             "epochs=2",
+            *options,
             "device=cpu",
             "progress=false",
             f"buffer_dir={directory}",
@@ -316,7 +330,10 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
         j
         for j in plan.jobs
         if j.seed == 0
-        and (plan.spec.row(j.row).method == "mtt" or _needs_pool(plan.spec.row(j.row).regularizers))
+        and (
+            plan.spec.row(j.row).method in EXPERT_METHODS
+            or _needs_pool(plan.spec.row(j.row).regularizers)
+        )
     ]
     for job, cfg in zip(jobs, compose_jobs([j.overrides for j in jobs]), strict=True):
         row = plan.spec.row(job.row)
@@ -327,9 +344,13 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
             *(("dataset.zca=true",) if zca else ()),
             *((f"dataset.stats={stats}",) if stats not in (None, "own") else ()),
         )
-        if row.method == "mtt":
+        if row.method in EXPERT_METHODS:
             directory = Path(str(cfg.method.buffer))
-            args = (*base, *data_args, *PAPER_EXPERTS, f"buffer_dir={directory}")
+            options = EXPERT_METHODS[row.method]
+            alpha = OmegaConf.select(cfg, "method.gsam_alpha", default=None)
+            if alpha is not None:
+                options = (*options, f"gsam.alpha={alpha}")
+            args = (*base, *data_args, *PAPER_EXPERTS, *options, f"buffer_dir={directory}")
             wanted.setdefault(
                 directory,
                 Prerequisite(
