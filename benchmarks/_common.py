@@ -133,3 +133,13 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def add_setting_arguments(parser: Any) -> None:
+    """The CIFAR-shaped setting the method benchmarks share: ConvNet-3 width 128, IPC 10,
+    10 classes, 256 real images per class (the published DM/DC step)."""
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--real-per-class", type=int, default=256)

@@ -41,7 +41,16 @@ import sys
 import time
 
 import torch
-from _common import interleaved, machine, machine_line, medians, save, set_threads, timed
+from _common import (
+    add_setting_arguments,
+    interleaved,
+    machine,
+    machine_line,
+    medians,
+    save,
+    set_threads,
+    timed,
+)
 
 from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
@@ -223,11 +232,7 @@ def run_child(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--real-per-class", type=int, default=256)
+    add_setting_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the variants")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1)")

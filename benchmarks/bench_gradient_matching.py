@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import machine, machine_line, median_time, save
+from _common import add_setting_arguments, machine, machine_line, median_time, save
 
 from distillkit.allocator import use_allocator
 from distillkit.data.real import DatasetInfo, RealData
@@ -43,11 +43,7 @@ def fake_cifar(per_class: int, classes: int, generator: torch.Generator) -> Real
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--real-per-class", type=int, default=256)
+    add_setting_arguments(parser)
     parser.add_argument("--outer-loop", type=int, default=2)
     parser.add_argument("--inner-loop", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)

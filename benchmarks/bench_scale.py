@@ -159,7 +159,7 @@ def distillkit_step(method, data, syn, networks, dsa, gens, per_class):
                                    ["dm", "dc"], num_nets=1)  # fmt: skip
     cfg = {"_target_": TARGETS[method], "name": method, "batch_real": per_class, "dsa": True}
     if method == "idm":
-        cfg.update(net_num=1, initial_nets=1, train_net_num=0, model_train_steps=0,
+        cfg.update(net_num=1, initial_nets=1, nets_trained_per_iteration=0, model_train_steps=0,
                    net_generate_interval=10**6)  # fmt: skip
     if method == "dc":
         cfg.update(outer_loop=1, inner_loop=0)

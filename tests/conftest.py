@@ -129,3 +129,129 @@ FTD_PUBLISHED = {
     ("tinyimagenet", 1): (30, 2, 10, None, 10000, 1e-4, 0.01, 1.0, 0.999),
     ("tinyimagenet", 10): (20, 2, 40, 500, 10000, 1e-4, 0.01, 1.0, 0.999),
 }
+
+
+def crash_at(trainer, iteration: int, error) -> None:
+    """Make the method raise `error` when it reaches `iteration` (a crash after a checkpoint)."""
+    step = trainer.method.step
+
+    def crashing(i: int):
+        if i == iteration:
+            raise error
+        return step(i)
+
+    trainer.method.step = crashing
+
+
+def signal_at(trainer, iteration: int, sig: int) -> None:
+    """Deliver `sig` to this process during the method's step at `iteration`."""
+    import os
+
+    step = trainer.method.step
+
+    def signalled(i: int):
+        if i == iteration:
+            os.kill(os.getpid(), sig)
+        return step(i)
+
+    trainer.method.step = signalled
+
+
+def run_command(name: str, *args: str, cwd, timeout: int = 600):
+    """`distillkit.cli.<name>` as a user runs it: a fresh process with `args` as its argv."""
+    import subprocess
+    import sys
+
+    code = f"import sys; from distillkit.cli.{name} import main; main(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def distillkit(*args: str, cwd, timeout: int = 600):
+    """The `distillkit` command in a fresh process."""
+    return run_command("distill", *args, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tmp_path_factory) -> Path:
+    """Two small ConvNets trained one epoch on 8x8 digits (CC works with any pool architecture)."""
+    from distillkit.data import load_dataset
+    from distillkit.networks import NetworkFactory
+    from distillkit.pool import PoolSettings, train_pool
+    from distillkit.seeding import RunGenerators
+
+    directory = tmp_path_factory.mktemp("pool")
+    data = load_dataset("digits", image_size=8)
+    gens = RunGenerators(0)
+    factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
+    train_pool(directory, data, factory, 2, PoolSettings(epochs=1), 2, lambda i: gens[f"p/{i}"])
+    return directory
+
+
+def crash_and_resume(cfg, tmp_path: Path, crash: int = 3):
+    """(a whole run, a run crashed at iteration `crash` and resumed from its checkpoint)."""
+    from distillkit.trainer import Trainer
+
+    whole = Trainer(cfg, tmp_path / "whole")
+    whole.run()
+    crashed = Trainer(cfg, tmp_path / "crashed")
+    crash_at(crashed, crash, RuntimeError("crash"))
+    with pytest.raises(RuntimeError, match="crash"):
+        crashed.run()
+    resumed = Trainer(cfg, tmp_path / "crashed")
+    return whole, resumed
+
+
+def student_batches(method) -> list:
+    """The batches MTT's (or FTD's) student sees during one step."""
+    seen = []
+    student = method.student
+
+    def spy(flat, x):
+        seen.append(x.detach().clone())
+        return student(flat, x)
+
+    method.student = spy
+    method.step(0)
+    return seen
+
+
+def start_distillkit(args, cwd, **popen):
+    """The `distillkit` command started in the background (stdout/stderr piped, text)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, **options)
+
+
+def resumed_twin(method, build):
+    """(`method`'s state before its next step, a fresh `build()` given that state, synthetic set
+    and random streams); `method` then takes step 1, which the twin must repeat exactly."""
+    import copy
+
+    state = copy.deepcopy(method.state_dict())
+    synthetic_state = copy.deepcopy(method.synthetic.state_dict())
+    generators = copy.deepcopy(method.ctx.generators.state_dict())
+    method.step(1)
+    twin = build()
+    twin.synthetic.load_state_dict(synthetic_state)
+    twin.ctx.generators.load_state_dict(generators)
+    twin.load_state_dict(state)
+    return state, twin
+
+
+def evaluate_quietly(images, labels, data, factory, settings, augment, seed: int):
+    """`evaluate_set` with a seeded generator and no progress bar."""
+    import torch
+
+    from distillkit.evaluation import evaluate_set
+
+    generator = torch.Generator().manual_seed(seed)
+    return evaluate_set(images, labels, data, factory, settings, augment, generator, progress=False)

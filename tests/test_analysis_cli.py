@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
-
-def command(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    code = f"import sys; from distillkit.cli.{name} import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+from conftest import run_command as command
 
 
 def test_unequalness_command_writes_csv_and_plot(tmp_path):

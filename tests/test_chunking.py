@@ -19,7 +19,6 @@ from distillkit.data import load_dataset
 from distillkit.memory import bytes_per_row, chunks, parse_budget, row_slices, rows_per_chunk
 from distillkit.methods import MethodContext
 from distillkit.networks import NetworkFactory
-from distillkit.pool import PoolSettings, train_pool
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 
@@ -30,12 +29,8 @@ TINY_BUDGET = 40_000
 
 
 @pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("pool")
-    gens = RunGenerators(0)
-    factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
-    train_pool(directory, DATA, factory, 2, PoolSettings(epochs=1), 2, lambda i: gens[f"p/{i}"])
-    return directory
+def pool_dir(tiny_pool) -> Path:
+    return tiny_pool
 
 
 def make(name: str, budget: int, regularizers: dict | None = None, dsa: bool = True):
@@ -47,7 +42,7 @@ def make(name: str, budget: int, regularizers: dict | None = None, dsa: bool = T
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     cfg = {"name": name, "lr_img": 0.1, "momentum": 0.5, "batch_real": 24, "iterations": 2}
     if name == "idm":
-        cfg.update(batch_train=32, net_num=3, model_train_steps=1, train_net_num=1)
+        cfg.update(batch_train=32, net_num=3, model_train_steps=1, nets_trained_per_iteration=1)
     if name in ("dc", "dsa"):
         cfg.update(outer_loop=2, inner_loop=1, batch_train=16)
     augment = DSA(STRATEGY) if dsa else None

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from conftest import TINY
-
-
-def distillkit(*args: str, cwd) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+from conftest import TINY, distillkit
 
 
 def test_multirun_over_ipc_as_typed(tmp_path):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from conftest import compose_config, group_options
+from conftest import distillkit as run_cli
 
 from distillkit.cli._args import drop_null_group_choices, quote_numeric_group_choices
 from distillkit.config import ConfigError, validate_config
@@ -100,13 +98,6 @@ def test_regularizer_is_list_valued():
 def test_bad_values_fail_validation(override, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_config([override]))
-
-
-def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_cli_ipc_as_typed(tmp_path):

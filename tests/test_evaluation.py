@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import evaluate_quietly
 
 from distillkit.data import load_dataset
-from distillkit.evaluation import EvalSettings, evaluate_set, train_and_test
+from distillkit.evaluation import EvalSettings, train_and_test
 from distillkit.evaluation.protocol import summarise
 from distillkit.networks import NetworkFactory
 
@@ -20,20 +21,18 @@ def subset(data, n):
     return data.sample_per_class(n, torch.Generator().manual_seed(0))
 
 
+def fit(factory, images, labels, digits, settings) -> float:
+    """Test accuracy of one network trained on (images, labels), no augmentation, seed 0."""
+    generator = torch.Generator().manual_seed(0)
+    test_x, test_y = digits.test_images, digits.test_labels
+    return train_and_test(factory, images, labels, test_x, test_y, settings, None, generator)
+
+
 def test_training_on_real_images_beats_chance_by_far(digits):
     images, labels = subset(digits, 20)
     settings = EvalSettings(epochs=40, batch_size=64)
     factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
-    acc = train_and_test(
-        factory,
-        images,
-        labels,
-        digits.test_images,
-        digits.test_labels,
-        settings,
-        None,
-        torch.Generator().manual_seed(0),
-    )
+    acc = fit(factory, images, labels, digits, settings)
     assert acc > 60.0
 
 
@@ -43,16 +42,7 @@ def test_evaluation_is_seeded_and_covers_every_architecture(digits):
     factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8})
 
     def run(seed):
-        return evaluate_set(
-            images,
-            labels,
-            digits,
-            factory,
-            settings,
-            None,
-            torch.Generator().manual_seed(seed),
-            progress=False,
-        )
+        return evaluate_quietly(images, labels, digits, factory, settings, None, seed)
 
     first, again = run(0), run(0)
     assert set(first) == {"ConvNet", "MLP"}
@@ -72,16 +62,7 @@ def test_lr_decay_happens_once_at_the_configured_epoch(digits, monkeypatch):
     images, labels = subset(digits, 1)
     settings = EvalSettings(epochs=4, lr=0.1, lr_decay_at=0.5)
     factory = NetworkFactory("MLP", 1, 10, (8, 8))
-    train_and_test(
-        factory,
-        images,
-        labels,
-        digits.test_images,
-        digits.test_labels,
-        settings,
-        None,
-        torch.Generator().manual_seed(0),
-    )
+    fit(factory, images, labels, digits, settings)
     assert seen == pytest.approx([0.1, 0.1, 0.01, 0.01])
 
 

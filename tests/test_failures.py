@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, distillkit
 
 from distillkit.cli.summary import collect, render
 from distillkit.experts import ExpertBufferError
@@ -25,13 +23,6 @@ QUICK = [
     "images.flips=false",
     "method.batch_real=16",
 ]
-
-
-def distillkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture

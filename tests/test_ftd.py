@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FTD_PUBLISHED, build_addons
+from conftest import FTD_PUBLISHED, build_addons, crash_and_resume, resumed_twin, student_batches
 from torch.func import functional_call
 
 from distillkit.augment import DSA
@@ -182,15 +182,7 @@ def test_ftd_refuses_sgd_experts_and_a_buffer_of_another_alpha(
 @pytest.mark.parametrize("mode", ["unrolled", "constant_memory"])
 def test_fyi_doubles_the_student_batch_with_mirrored_second_half(mode, digits, factory, gsam_dir):
     method = build_ftd(digits, factory, gsam_dir, fyi=True, dsa=False, mode=mode, batch_syn=10)
-    seen = []
-    student = method.student
-
-    def spy(flat, x):
-        seen.append(x.detach().clone())
-        return student(flat, x)
-
-    method.student = spy
-    method.step(0)
+    seen = student_batches(method)
     assert seen
     for x in seen:
         assert x.shape[0] == 10 and torch.equal(x[5:], x[:5].flip(-1))
@@ -202,14 +194,7 @@ def test_state_holds_the_ema_and_resumes_exactly(digits, factory, gsam_dir):
     a.step(0)
     state = copy.deepcopy(a.state_dict())
     assert torch.equal(state["ema"], a.ema)
-    synthetic_state = copy.deepcopy(a.synthetic.state_dict())
-    generators = copy.deepcopy(a.ctx.generators.state_dict())
-    a.step(1)
-
-    b = build_ftd(digits, factory, gsam_dir, batch_syn=5)
-    b.synthetic.load_state_dict(synthetic_state)
-    b.ctx.generators.load_state_dict(generators)
-    b.load_state_dict(state)
+    _, b = resumed_twin(a, lambda: build_ftd(digits, factory, gsam_dir, batch_syn=5))
     b.step(1)
     assert torch.equal(a.synthetic.images, b.synthetic.images)
     assert torch.equal(a.ema, b.ema)
@@ -244,20 +229,7 @@ def test_checkpoint_resume_continues_the_ema(tiny_config, tmp_path, gsam_dir):
         "checkpoint.every=2", "unequalness.enabled=false", "images.flips=false",
         "eval.num_models=0", "dataset.train_limit=16",
     )  # fmt: skip
-    whole = Trainer(cfg, tmp_path / "whole")
-    whole.run()
-    crashed = Trainer(cfg, tmp_path / "crashed")
-    step = crashed.method.step
-
-    def crash(i: int):
-        if i == 3:
-            raise RuntimeError("crash")
-        return step(i)
-
-    crashed.method.step = crash
-    with pytest.raises(RuntimeError, match="crash"):
-        crashed.run()
-    resumed = Trainer(cfg, tmp_path / "crashed")
+    whole, resumed = crash_and_resume(cfg, tmp_path)
     assert resumed.start_iteration == 2
     resumed.run()
     assert torch.equal(resumed.method.ema, whole.method.ema)

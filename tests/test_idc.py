@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_addons, compose_config
+from conftest import build_addons, compose_config, crash_and_resume
 
 from distillkit.data import load_dataset
 from distillkit.evaluation.protocol import EvalSettings, cutmix
@@ -251,20 +251,7 @@ def test_checkpoint_resume_gives_the_same_set(tiny_config, tmp_path):
         *IDC_TINY, "method.iterations=4", "checkpoint.every=2", "unequalness.enabled=false",
         "eval.num_models=0",
     )  # fmt: skip
-    whole = Trainer(cfg, tmp_path / "whole")
-    whole.run()
-    crashed = Trainer(cfg, tmp_path / "crashed")
-    step = crashed.method.step
-
-    def crash(i: int):
-        if i == 3:
-            raise RuntimeError("crash")
-        return step(i)
-
-    crashed.method.step = crash
-    with pytest.raises(RuntimeError, match="crash"):
-        crashed.run()
-    resumed = Trainer(cfg, tmp_path / "crashed")
+    whole, resumed = crash_and_resume(cfg, tmp_path)
     assert resumed.start_iteration == 2
     resumed.run()
     assert torch.equal(resumed.synthetic.images, whole.synthetic.images)

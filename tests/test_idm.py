@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import build_method, compose_config
+from conftest import build_method, compose_config, crash_at
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -262,14 +262,7 @@ def test_trainer_checkpoint_resumes_an_interrupted_run_exactly(tiny_config, tmp_
     )
     Trainer(tiny_config(*overrides), tmp_path / "full").run()
     interrupted = Trainer(tiny_config(*overrides), tmp_path / "resumed")
-    step = interrupted.method.step
-
-    def failing(iteration):
-        if iteration == 3:
-            raise KeyboardInterrupt
-        return step(iteration)
-
-    interrupted.method.step = failing
+    crash_at(interrupted, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     resumed = Trainer(tiny_config(*overrides), tmp_path / "resumed")  # resumes as it is built

@@ -18,7 +18,6 @@ from distillkit.classwise import class_means
 from distillkit.data import load_dataset
 from distillkit.methods import MethodContext
 from distillkit.networks import NetworkFactory
-from distillkit.pool import PoolSettings, train_pool
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -28,13 +27,8 @@ DATA = load_dataset("digits", image_size=8)
 
 
 @pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory) -> Path:
-    """Two small ConvNets trained one epoch (CC works with any pool architecture)."""
-    directory = tmp_path_factory.mktemp("pool")
-    gens = RunGenerators(0)
-    factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
-    train_pool(directory, DATA, factory, 2, PoolSettings(epochs=1), 2, lambda i: gens[f"p/{i}"])
-    return directory
+def pool_dir(tiny_pool) -> Path:
+    return tiny_pool
 
 
 def iid_cfg(pool: Path, **weights: float) -> dict:

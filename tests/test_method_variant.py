@@ -15,11 +15,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
-from distillkit.data import load_dataset
 from distillkit.methods.dm import DistributionMatching, DMSettings
-from distillkit.networks import NetworkFactory
-from distillkit.pool import PoolSettings, train_pool
-from distillkit.seeding import RunGenerators
 from distillkit.settings import ranged
 
 HERE = Path(__file__).resolve().parent
@@ -63,13 +59,8 @@ def user_configs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("pool")
-    data = load_dataset("digits", image_size=8)
-    gens = RunGenerators(0)
-    factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
-    train_pool(directory, data, factory, 2, PoolSettings(epochs=1), 2, lambda i: gens[f"p/{i}"])
-    return directory
+def pool(tiny_pool) -> Path:
+    return tiny_pool
 
 
 def test_the_variant_composes_from_the_users_search_path(user_configs):

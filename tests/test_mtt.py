@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MTT_PUBLISHED, build_addons
+from conftest import MTT_PUBLISHED, build_addons, resumed_twin, student_batches
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -144,15 +144,7 @@ def test_fyi_student_batches_have_batch_syn_rows_second_half_mirrored(
         digits, factory, buffer_dir, fyi=True, dsa=False, mode=mode, batch_syn=batch_syn
     )
     expected_rows = batch_syn or method.synthetic.images.shape[0]  # ipc 2: 20 stored rows
-    seen = []
-    student = method.student
-
-    def spy(flat, x):
-        seen.append(x.detach().clone())
-        return student(flat, x)
-
-    method.student = spy
-    method.step(0)
+    seen = student_batches(method)
     calls = method.syn_steps * (2 if mode == "constant_memory" else 1)
     assert len(seen) == calls
     for x in seen:
@@ -171,14 +163,7 @@ def test_state_dict_holds_both_optimisers_and_the_lr_and_resumes_exactly(
     state = copy.deepcopy(a.state_dict())
     assert {"optimiser_img", "optimiser_lr", "syn_lr"} <= set(state)
     assert state["optimiser_lr"]["state"], "the lr optimiser's momentum must be saved"
-    synthetic_state = copy.deepcopy(a.synthetic.state_dict())
-    generators = copy.deepcopy(a.ctx.generators.state_dict())
-    a.step(1)
-
-    b = build_mtt(digits, factory, buffer_dir, batch_syn=5)
-    b.synthetic.load_state_dict(synthetic_state)
-    b.ctx.generators.load_state_dict(generators)
-    b.load_state_dict(state)
+    _, b = resumed_twin(a, lambda: build_mtt(digits, factory, buffer_dir, batch_syn=5))
     assert b.eval_lr == float(state["syn_lr"])
     b.step(1)
     assert torch.equal(a.synthetic.images, b.synthetic.images)

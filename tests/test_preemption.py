@@ -12,13 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, signal_at, start_distillkit
 
 from distillkit.checkpoint import CheckpointSchedule, StopSignals, preemption_signal
 from distillkit.synthetic import SyntheticSet
@@ -39,17 +38,6 @@ SMALL = [
 
 def images(run_dir: Path) -> torch.Tensor:
     return SyntheticSet.load(run_dir / "synthetic_set.pt")[0].images
-
-
-def signal_at(trainer: Trainer, iteration: int, sig: int) -> None:
-    step = trainer.method.step
-
-    def signalled(i: int):
-        if i == iteration:
-            os.kill(os.getpid(), sig)
-        return step(i)
-
-    trainer.method.step = signalled
 
 
 class Requeued(Exception):
@@ -132,16 +120,8 @@ LOCAL = [
 ]
 
 
-def run_cli(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
+def run_cli(args: list[str], cwd: Path, **kwargs):
+    return start_distillkit(args, cwd, stderr=subprocess.STDOUT, **kwargs)
 
 
 def logged_steps(run_dir: Path) -> int:

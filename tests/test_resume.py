@@ -8,17 +8,15 @@ metrics log, intermediate evaluations and IDM's queue.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, crash_at, signal_at, start_distillkit
 
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import RunInterrupted, Trainer
@@ -61,15 +59,8 @@ def checkpoint_id(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def start(overrides: list[str], cwd: Path) -> subprocess.Popen:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *overrides],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start(overrides: list[str], cwd: Path):
+    return start_distillkit(overrides, cwd)
 
 
 def kill_after_checkpoints(
@@ -137,30 +128,6 @@ def small_reference(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference")
     Trainer(compose_config(SMALL), run_dir).run()
     return run_dir
-
-
-def crash_at(trainer: Trainer, iteration: int, error: BaseException) -> None:
-    """Make the method raise `error` when it reaches `iteration` (a crash after a checkpoint)."""
-    step = trainer.method.step
-
-    def crashing(i: int):
-        if i == iteration:
-            raise error
-        return step(i)
-
-    trainer.method.step = crashing
-
-
-def signal_at(trainer: Trainer, iteration: int, sig: int) -> None:
-    """Deliver `sig` to this process during the method's step at `iteration`."""
-    step = trainer.method.step
-
-    def signalled(i: int):
-        if i == iteration:
-            os.kill(os.getpid(), sig)
-        return step(i)
-
-    trainer.method.step = signalled
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -4,14 +4,13 @@ split held out of the training set (`dataset.validation`), never on test."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import TINY, compose_config
+from conftest import distillkit as run_cli
 
 from distillkit.data import load_dataset, load_from_config
 
@@ -22,13 +21,6 @@ SMALL = [
     "progress=false", "device=cpu", "unequalness.enabled=false", "images.flips=false",
     "dataset.validation=5",
 ]  # fmt: skip
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
 
 
 def test_validation_split_is_held_out_of_training():

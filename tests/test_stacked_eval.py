@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import evaluate_quietly
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -90,16 +91,7 @@ def test_evaluate_set_stacked_equals_sequential(digits):
         settings = EvalSettings(
             models=("ConvNet", "MLP"), num_models=3, epochs=5, batch_size=16, stacked=stacked
         )
-        return evaluate_set(
-            images,
-            labels,
-            digits,
-            factory,
-            settings,
-            augment,
-            torch.Generator().manual_seed(0),
-            progress=False,
-        )
+        return evaluate_quietly(images, labels, digits, factory, settings, augment, 0)
 
     seq, stk = run(False), run(True)
     for arch in ("ConvNet", "MLP"):

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, distillkit
 
 from distillkit.addons import AddOn
 from distillkit.config import ConfigError, as_dict
 from distillkit.experts import ExpertBufferError, buffer_meta, write_shard
 from distillkit.networks import NetworkFactory
 from distillkit.trainer import Trainer
-
-
-def distillkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from distillkit.cli.distill import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 def refused(cfg, run_dir: Path, match: str, error: type[Exception] = ConfigError) -> str:

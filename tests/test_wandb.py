@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, crash_at
 
 from distillkit.logging.wandb_logger import artifact_name, media_key
 from distillkit.report import addons_label
@@ -133,14 +133,7 @@ def test_sweep_runs_carry_group_job_type_addons_and_an_artifact(tmp_path):
 
 def test_failed_run_finishes_with_exit_code_1_and_the_error(tmp_path):
     trainer = Trainer(compose_config([*TINY, "ipc=1", "logger=wandb"]), tmp_path)
-    step = trainer.method.step
-
-    def crashing(i: int):
-        if i == 1:
-            raise RuntimeError("boom")
-        return step(i)
-
-    trainer.method.step = crashing
+    crash_at(trainer, 1, RuntimeError("boom"))
     with pytest.raises(RuntimeError):
         trainer.run()
     (run,) = offline_runs(tmp_path).values()
@@ -155,14 +148,7 @@ def test_offline_resume_starts_a_complete_new_run(tmp_path):
     overrides = [*TINY, "ipc=1", "logger=wandb", "log_every=1", "checkpoint.every=1",
                  "method.iterations=5", "eval.num_models=0", "logger.wandb.group=g"]  # fmt: skip
     trainer = Trainer(compose_config(overrides), tmp_path)
-    step = trainer.method.step
-
-    def crashing(i: int):
-        if i == 3:
-            raise KeyboardInterrupt
-        return step(i)
-
-    trainer.method.step = crashing
+    crash_at(trainer, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     first = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["wandb_run_id"]
