@@ -209,3 +209,21 @@ def test_expert_buffer_is_a_reference_artifact_of_an_experts_run(tmp_path):
     entries = refs[0].artifact.manifest.contents
     assert entries and all(e.ref.startswith(buffer.resolve().as_uri() + "/") for e in entries)
     assert not (buffer / "wandb").exists()
+
+
+def test_continual_is_a_run_of_job_type_continual(tmp_path):
+    """`distillkit-continual +logger=wandb`: the accuracy per classes seen, in one run."""
+    code = "from distillkit.cli.continual import main; main()"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, "+logger=wandb", "dataset.image_size=8", "model.width=8",
+         "method.iterations=1", "++method.batch_real=8", "ipc=1", "steps=2", "orders=1",
+         "eval.num_models=1", "eval.epochs=1", "device=cpu", "progress=false",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    ((_, run),) = offline_runs(tmp_path / "run").items()
+    assert run.run.job_type == "continual" and run.exit_code == 0
+    logged = {key for keys in run.history.values() for key in keys}
+    assert {"continual/ConvNet/mean", "continual/ConvNet/std"} <= logged

@@ -49,6 +49,31 @@ def continual_rows(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list
     return rows, others, bench.data.info.name
 
 
+def wandb_enabled(settings: dict[str, Any]) -> bool:
+    wandb_cfg = (settings.get("logger") or {}).get("wandb") or {}
+    return bool(wandb_cfg.get("enabled")) and wandb_cfg.get("mode", "offline") != "disabled"
+
+
+def log_to_wandb(settings: dict[str, Any], run_dir: Path, rows: list, summary: list) -> None:
+    """With `+logger=wandb`: one W&B run of job type `continual` holding the accuracy per
+    classes seen (mean and std over orders), every row as a table, and the plot."""
+    from PIL import Image
+
+    from distillkit.continual import FIELDS
+    from distillkit.logging import build_logger
+    from distillkit.report import run_name
+
+    wandb_cfg = {**settings["logger"]["wandb"], "job_type": "continual"}
+    logger = build_logger({"wandb": wandb_cfg}, run_dir, settings, run_name(settings))
+    for r in summary:
+        values = {f"continual/{r['model']}/{k}": r[k] for k in ("mean", "std")}
+        logger.log_scalars(values, int(r["classes_seen"]))
+    logger.log_table("continual", FIELDS, [[row[f] for f in FIELDS] for row in rows])
+    with Image.open(run_dir / "continual.png") as picture:
+        logger.log_images("continual", picture.convert("RGB"), 0)
+    logger.finish()
+
+
 @hydra.main(config_path="pkg://distillkit.conf", config_name="continual", version_base="1.3")
 def continual_job(cfg: DictConfig) -> None:
     from distillkit.continual import format_table, plot_continual, summarise_steps, write_csv
@@ -61,7 +86,10 @@ def continual_job(cfg: DictConfig) -> None:
         f"{name}: {settings['steps']} steps, ipc {settings['ipc']}, {settings['orders']} order(s)"
     )
     plot_continual([rows, *others], run_dir / "continual.png", title)
-    print(format_table(summarise_steps(rows)))
+    summary = summarise_steps(rows)
+    if wandb_enabled(settings):
+        log_to_wandb(settings, run_dir, rows, summary)
+    print(format_table(summary))
     print(f"-> {run_dir / 'continual.csv'}, {run_dir / 'continual.png'}")
 
 
