@@ -38,6 +38,8 @@ def run_records(run_file: Path) -> list:
         if left < 7 or (length == 0 and kind == 0):
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a record still being written: not read yet
+            break
         chunk += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last piece of one
@@ -74,9 +76,15 @@ class OfflineRun:
 
 
 def complete(run_file: Path) -> OfflineRun:
-    """The run once W&B's service has flushed it (it writes the file asynchronously)."""
-    for _ in range(100):
-        kinds = {r.WhichOneof("record_type") for r in run_records(run_file)}
+    """The run once W&B's service has flushed it (it writes the file asynchronously, so a read
+    may meet a record half written: that counts as not flushed yet)."""
+    from google.protobuf.message import DecodeError
+
+    for _ in range(300):
+        try:
+            kinds = {r.WhichOneof("record_type") for r in run_records(run_file)}
+        except DecodeError:
+            kinds = set()
         if {"run", "exit"} <= kinds:
             break
         time.sleep(0.1)
