@@ -132,10 +132,17 @@ class Method:
         return x, y
 
     def siamese_augment(
-        self, real: Tensor, real_groups: Tensor, syn: Tensor, syn_groups: Tensor, n_groups: int
+        self,
+        real: Tensor,
+        real_groups: Tensor,
+        syn: Tensor,
+        syn_groups: Tensor,
+        n_groups: int,
+        augment: DSA | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """One DSA draw per group, applied identically to real and synthetic rows of the group."""
-        augment = self.ctx.augment
+        """One DSA draw per group, applied identically to real and synthetic rows of the group
+        (`augment`: the run's matching DSA unless a method has its own, as IDC does)."""
+        augment = self.ctx.augment if augment is None else augment
         if augment is None or not augment.enabled:
             return real, syn
         params = augment.sample(n_groups, self.generator, tuple(real.shape[-2:]), real.device)

@@ -143,11 +143,9 @@ class EfficientCondensation(Method):
         real, real_labels = self.real_view(real, real_labels)
         syn, syn_labels = self.synthetic.batch(self.synthetic_rows())
         if self.match_augment is not None:
-            params = self.match_augment.sample(
-                k, self.generator, tuple(real.shape[-2:]), real.device
+            real, syn = self.siamese_augment(
+                real, real_labels, syn, syn_labels, k, self.match_augment
             )
-            real = self.match_augment.apply(real, params, real_labels)
-            syn = self.match_augment.apply(syn, params, syn_labels)
         with torch.no_grad():
             g_real = class_gradients(net, real, real_labels, k, mode=s.real_gradients)
         g_syn = class_gradients(net, syn, syn_labels, k, create_graph=True, mode=s.syn_gradients)
