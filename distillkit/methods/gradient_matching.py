@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from distillkit.errors import ConfigError
-from distillkit.memory import BACKWARD_FACTOR, bytes_per_row
+from distillkit.memory import BACKWARD_FACTOR, bytes_per_row, has_batch_coupling
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.runtime import Runtime
 from distillkit.settings import ranged
@@ -69,11 +69,6 @@ def class_gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor]) -
 def matched_parameters(net: nn.Module) -> dict[str, Tensor]:
     """The parameters the distance looks at (more than one dimension), by name."""
     return {n: p for n, p in net.named_parameters() if p.dim() > 1}
-
-
-def has_training_batchnorm(net: nn.Module) -> bool:
-    """True when some BatchNorm layer uses batch statistics (rows of a batch are then coupled)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
 
 
 def _group_by_class(x: Tensor, y: Tensor, num_classes: int) -> Tensor | None:
@@ -151,7 +146,7 @@ def class_gradients(
     """
     if mode not in GRADIENT_MODES:
         raise ValueError(f"gradient mode must be one of {GRADIENT_MODES}, got {mode!r}")
-    if mode == "vmap" and not has_training_batchnorm(net):
+    if mode == "vmap" and not has_batch_coupling(net):
         grouped = _group_by_class(x, y, num_classes)
         if grouped is not None:
             return _vmap_gradients(net, grouped, create_graph, chunk)
