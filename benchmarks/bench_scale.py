@@ -33,10 +33,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from _common import RESULTS, machine, machine_line, save, set_threads, timed
+from omegaconf import OmegaConf
 
 from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
@@ -56,6 +58,7 @@ TARGETS = {
     "dc": "distillkit.methods.gradient_matching.DatasetCondensation",
 }
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def fake_data(classes: int, per_class: int, size: int) -> RealData:
@@ -157,7 +160,10 @@ def distillkit_step(method, data, syn, networks, dsa, gens, per_class):
         gen = gens["u"]
         return lambda: unequalness(images, labels, data.info.num_classes, networks, gen,
                                    ["dm", "dc"], num_nets=1)  # fmt: skip
-    cfg = {"_target_": TARGETS[method], "name": method, "batch_real": per_class, "dsa": True}
+    # The method's shipped defaults (conf/method/<name>.yaml), as a user gets them.
+    shipped = OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml"))
+    cfg = {**shipped, "_target_": TARGETS[method], "name": method, "batch_real": per_class,
+           "dsa": True}  # fmt: skip
     if method == "idm":
         cfg.update(net_num=1, initial_nets=1, nets_trained_per_iteration=0, model_train_steps=0,
                    net_generate_interval=10**6)  # fmt: skip

@@ -33,7 +33,7 @@ def pool_dir(tiny_pool) -> Path:
     return tiny_pool
 
 
-def make(name: str, budget: int, regularizers: dict | None = None, dsa: bool = True):
+def make(name: str, budget: int, regularizers: dict | None = None, dsa: bool = True, extra=None):
     gens = RunGenerators(0)
     factor = 2 if name == "idm" else 1
     syn = SyntheticSet.initialise(DATA, 2, "real", gens["init"], factor=factor)
@@ -45,6 +45,7 @@ def make(name: str, budget: int, regularizers: dict | None = None, dsa: bool = T
         cfg.update(batch_train=32, net_num=3, model_train_steps=1, nets_trained_per_iteration=1)
     if name in ("dc", "dsa"):
         cfg.update(outer_loop=2, inner_loop=1, batch_train=16)
+    cfg.update(extra or {})
     augment = DSA(STRATEGY) if dsa else None
     runtime = {"memory_budget": budget}
     ctx = MethodContext(cfg, DATA, syn, networks, augment, gens, regs, runtime=runtime)
@@ -126,25 +127,54 @@ def test_idm_with_iid_chunked_equals_one_pass(pool_dir, count_chunks):
 
 
 @pytest.mark.parametrize("name", ["dc", "dsa"])
-def test_gradient_matching_chunked_equals_one_pass(name, monkeypatch):
+@pytest.mark.parametrize("real_gradients", ["vmap", "loop"])
+def test_gradient_matching_chunked_equals_one_pass(name, real_gradients, monkeypatch):
     from distillkit.methods.gradient_matching import DatasetCondensation
 
     chosen: list[int | None] = []
-    original = DatasetCondensation.real_class_chunk
+    original = DatasetCondensation.class_chunk_size
 
-    def spy(self, net, real, k):
-        chosen.append(original(self, net, real, k))
+    def spy(self, *args):
+        chosen.append(original(self, *args))
         return chosen[-1]
 
-    monkeypatch.setattr(DatasetCondensation, "real_class_chunk", spy)
-    one = step_results(*make(name, 0))
+    monkeypatch.setattr(DatasetCondensation, "class_chunk_size", spy)
+    extra = {"real_gradients": real_gradients}
+    one = step_results(*make(name, 0, extra=extra))
     assert set(chosen) == {None}
     chosen.clear()
-    chunked = step_results(*make(name, 60_000))
+    chunked = step_results(*make(name, 60_000, extra=extra))
     assert chosen and all(c is not None and 1 <= c < 10 for c in chosen)
     # Equal to float rounding only: vmap batches the per-class weight gradients over the classes
     # of a chunk, and the CPU kernels then sum in another order.
     assert_same(one, chunked, exact=False)
+
+
+def test_gradient_matching_with_fyi_chunked_equals_one_pass():
+    """FYI's flipped rows belong to their class's chunk, and the summed chunk gradients flow back
+    through the flip to the stored images."""
+    one = step_results(*make("dsa", 0, {"fyi": {}}))
+    chunked = step_results(*make("dsa", 60_000, {"fyi": {}}))
+    assert_same(one, chunked, exact=False)
+
+
+def test_gradient_matching_holds_one_chunk_graph_at_a_time(monkeypatch):
+    """Each chunk's distance is backpropagated before the next chunk's gradients are built."""
+    import distillkit.methods.gradient_matching as gm
+
+    events: list[str] = []
+    original = gm.class_gradient_distance
+
+    def spy(g_syn, g_real):
+        distance = original(g_syn, g_real)
+        events.append("distance")
+        distance.register_hook(lambda grad: events.append("backward"))
+        return distance
+
+    monkeypatch.setattr(gm, "class_gradient_distance", spy)
+    method, _ = make("dc", 0, extra={"class_chunk": 3, "outer_loop": 1})
+    method.step(0)
+    assert events == ["distance", "backward"] * 4  # 10 classes in chunks of 3, 3, 3, 1
 
 
 def test_unequalness_chunked_equals_one_pass():

@@ -30,6 +30,11 @@ from distillkit.settings import ranged
 #: Added to the product of the norms in the cosine (the reference's 0.000001).
 EPS = 1e-6
 GRADIENT_MODES = ("vmap", "loop")
+#: A synthetic pass differentiated twice (its gradient keeps a graph, then the distance is
+#: backpropagated through it) holds about three times its activation estimate.
+DOUBLE_BACKWARD_FACTOR = 3
+#: Per matched class: the real gradient, the synthetic gradient, its graph, the distance's grad.
+GRADIENT_COPIES = 4
 
 
 # -- the distance ---------------------------------------------------------------------------------
@@ -82,15 +87,15 @@ def _group_by_class(x: Tensor, y: Tensor, num_classes: int) -> Tensor | None:
 
 
 def _loop_gradients(
-    net: nn.Module, x: Tensor, y: Tensor, num_classes: int, create_graph: bool
+    net: nn.Module, x: Tensor, y: Tensor, num_classes: int, create_graph: bool, first: int = 0
 ) -> list[Tensor]:
     """The reference: one forward and one backward per class."""
     params = list(matched_parameters(net).values())
     order = torch.argsort(y, stable=True)
-    counts = torch.bincount(y, minlength=num_classes).tolist()  # one host sync
+    counts = torch.bincount(y - first, minlength=num_classes).tolist()  # one host sync
     per_class: list[list[Tensor]] = []
     with torch.enable_grad():
-        for c, xc in enumerate(torch.split(x[order], counts)):
+        for c, xc in enumerate(torch.split(x[order], counts), start=first):
             target = torch.full((xc.shape[0],), c, dtype=torch.long, device=x.device)
             loss = F.cross_entropy(net(xc), target)
             grads = torch.autograd.grad(loss, params, create_graph=create_graph)
@@ -99,7 +104,7 @@ def _loop_gradients(
 
 
 def _vmap_gradients(
-    net: nn.Module, grouped: Tensor, create_graph: bool, chunk: int | None
+    net: nn.Module, grouped: Tensor, create_graph: bool, chunk: int | None, first: int = 0
 ) -> list[Tensor]:
     """All classes at once: vmap over classes of the gradient of a functional network.
 
@@ -115,7 +120,7 @@ def _vmap_gradients(
 
     per_class = vmap(grad(class_loss), in_dims=(None, 0, 0))
     k = grouped.shape[0]
-    classes = torch.arange(k, device=grouped.device)
+    classes = torch.arange(first, first + k, device=grouped.device)
     step = k if not chunk else int(chunk)
     parts = []
     with torch.set_grad_enabled(create_graph):
@@ -135,6 +140,7 @@ def class_gradients(
     create_graph: bool = False,
     mode: str = "vmap",
     chunk: int | None = None,
+    first_class: int = 0,
 ) -> list[Tensor]:
     """Per-class gradients of CE(net(x_c), c) for the matched parameters, each (K, *shape).
 
@@ -142,15 +148,23 @@ def class_gradients(
     graph to `x` (the synthetic side). Mode "vmap" computes all classes in one vectorised pass
     (in chunks of `chunk` classes) where the maths allows: rows must not interact (no BatchNorm
     in training mode) and classes must have equal row counts; otherwise, or with mode "loop",
-    one backward pass per class.
+    one backward pass per class. `first_class`: the rows hold classes first_class ..
+    first_class + num_classes - 1 only (a slice of the classes; targets keep their labels).
     """
     if mode not in GRADIENT_MODES:
         raise ValueError(f"gradient mode must be one of {GRADIENT_MODES}, got {mode!r}")
     if mode == "vmap" and not has_batch_coupling(net):
-        grouped = _group_by_class(x, y, num_classes)
+        grouped = _group_by_class(x, y - first_class, num_classes)
         if grouped is not None:
-            return _vmap_gradients(net, grouped, create_graph, chunk)
-    return _loop_gradients(net, x, y, num_classes, create_graph)
+            return _vmap_gradients(net, grouped, create_graph, chunk, first_class)
+    return _loop_gradients(net, x, y, num_classes, create_graph, first_class)
+
+
+def _class_rows(labels: Tensor, first: int, n: int, k: int) -> Tensor | slice:
+    """The rows of classes first .. first + n - 1 (every row when that is all k classes)."""
+    if first == 0 and n == k:
+        return slice(None)
+    return ((labels >= first) & (labels < first + n)).nonzero().squeeze(1)
 
 
 # -- BatchNorm -------------------------------------------------------------------------------------
@@ -211,8 +225,8 @@ class DCSettings(MethodSettings):
     bn_images_per_class: int = ranged(16, minimum=1)
     real_gradients: str = "vmap"
     syn_gradients: str = "vmap"
-    #: Classes per vectorised pass (None or 0: as many as `runtime.memory_budget` allows for the
-    #: real side; the synthetic side, which keeps its graph, in one pass).
+    #: Classes matched per pass (None or 0: as many as `runtime.memory_budget` allows; each
+    #: pass's distance is backpropagated before the next, so only one pass's graph is held).
     class_chunk: int | None = ranged(None, minimum=0)
     #: {ipc: [outer_loop, inner_loop]} as published; explicit loops below override it.
     loops: Any = None
@@ -254,41 +268,71 @@ class DatasetCondensation(Method):
         self.class_chunk = s.class_chunk or None
         self.memory_budget = Runtime.from_config(ctx.runtime, self.data.device).memory_budget
 
-    def real_class_chunk(self, net: nn.Module, real: Tensor, k: int) -> int | None:
-        """Classes per vectorised pass over the real batch: `class_chunk` when set, else as many
-        as the memory budget holds (None: all; chunking never changes the gradients' values)."""
+    def class_chunk_size(self, net: nn.Module, real: Tensor, syn: Tensor, k: int) -> int | None:
+        """Classes matched per pass: `class_chunk` when set, else as many as the memory budget
+        holds (None: all). Per class a pass holds the real rows' activations and their
+        gradients, the synthetic rows' activations differentiated twice, and a few copies of the
+        matched gradients (whose classifier rows grow with the number of classes)."""
         if self.class_chunk or self.memory_budget <= 0:
             return self.class_chunk
-        per_class = BACKWARD_FACTOR * bytes_per_row(net, real) * max(real.shape[0] // k, 1)
+        gradient_bytes = sum(p.numel() * p.element_size() for p in matched_parameters(net).values())
+        # The loop takes the real side one class at a time, whatever the chunk.
+        real_rows = 0 if self.real_mode == "loop" else max(real.shape[0] // k, 1)
+        per_class = (
+            BACKWARD_FACTOR * bytes_per_row(net, real) * real_rows
+            + DOUBLE_BACKWARD_FACTOR * bytes_per_row(net, syn) * max(syn.shape[0] // k, 1)
+            + GRADIENT_COPIES * gradient_bytes
+        )
         chunk = max(1, self.memory_budget // per_class)
         return None if chunk >= k else chunk
 
     # -- one round of matching -----------------------------------------------------------------
-    def matching_loss(self, net: nn.Module) -> Tensor:
-        """L = sum_c D(g_S,c, g_R,c) for one network, real batch and Siamese draw."""
+    def match(self, net: nn.Module) -> Tensor:
+        """One round: L = sum_c D(g_S,c, g_R,c) for one network, real batch and Siamese draw,
+        backpropagated into the synthetic set's parameters; returns L, detached.
+
+        Classes go through in chunks under the memory budget, and each chunk's distance is
+        backpropagated before the next chunk's graph is built, so a round holds one chunk's
+        graph rather than every class's. The chunks' image gradients meet on a detached copy of
+        the synthetic batch; one backward then carries their sum through the augmentation and
+        the add-on transforms. Classes never share synthetic rows, so this is the one-pass
+        gradient (up to the order of float sums inside a vectorised pass).
+        """
         k = self.synthetic.num_classes
         real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
         syn, syn_labels = self.synthetic.batch()
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
-        with torch.no_grad():
-            g_real = class_gradients(
+        leaf = syn.detach().requires_grad_(True)
+        step = self.class_chunk_size(net, real, syn, k) or k
+        total = syn.new_zeros(())
+        for first in range(0, k, step):
+            n = min(step, k - first)
+            real_rows = _class_rows(real_labels, first, n, k)
+            syn_rows = _class_rows(syn_labels, first, n, k)
+            with torch.no_grad():
+                g_real = class_gradients(
+                    net,
+                    real[real_rows],
+                    real_labels[real_rows],
+                    n,
+                    mode=self.real_mode,
+                    first_class=first,
+                )
+            g_syn = class_gradients(
                 net,
-                real,
-                real_labels,
-                k,
-                mode=self.real_mode,
-                chunk=self.real_class_chunk(net, real, k),
+                leaf[syn_rows],
+                syn_labels[syn_rows],
+                n,
+                create_graph=True,
+                mode=self.syn_mode,
+                first_class=first,
             )
-        g_syn = class_gradients(
-            net,
-            syn,
-            syn_labels,
-            k,
-            create_graph=True,
-            mode=self.syn_mode,
-            chunk=self.class_chunk,
-        )
-        return class_gradient_distance(g_syn, g_real).sum()
+            loss = class_gradient_distance(g_syn, g_real).sum()
+            loss.backward(inputs=[leaf])
+            total = total + loss.detach()
+        if leaf.grad is not None and syn.requires_grad:
+            syn.backward(leaf.grad, inputs=list(self.synthetic.parameters()))
+        return total
 
     def prepare_network(self, net: nn.Module) -> None:
         """Before matching: BatchNorm layers get running statistics of real data, then freeze."""
@@ -323,9 +367,8 @@ class DatasetCondensation(Method):
         losses = []
         for round_ in range(self.outer_loop):
             self.prepare_network(net)
-            loss = self.matching_loss(net)
             self.optimiser.zero_grad(set_to_none=True)
-            loss.backward(inputs=self.synthetic.parameters())
+            loss = self.match(net)
             self.optimiser.step()
             losses.append(loss.detach())
             if round_ < self.outer_loop - 1:
