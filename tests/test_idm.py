@@ -108,6 +108,18 @@ def test_running_accuracies_reset_every_interval():
     assert sorted(m.seen for m in method.queue.members) == [0, 0, 32, 32][-len(method.queue) :]
 
 
+def test_running_accuracies_reset_only_at_the_listed_iterations():
+    # VincenDen/IID IDM+ours/IDM_cifar10_IID.py: reset in the evaluation block, whose points are
+    # eval_it_pool = [2000, 5000, 10000, 20000], before that iteration's update.
+    method, _ = make_idm(accuracy_reset_at=[2000, 5000, 10000, 20000])
+    resets = [it for it in range(20001) if method.resets_accuracy_at(it)]
+    assert resets == [2000, 5000, 10000, 20000]
+    method, _ = make_idm(accuracy_reset_interval=500)
+    assert [it for it in range(2001) if method.resets_accuracy_at(it)] == [500, 1000, 1500, 2000]
+    with pytest.raises(ValueError, match="accuracy_reset_at"):
+        make_idm(accuracy_reset_at=[0, 100])
+
+
 @pytest.mark.parametrize("train_dsa", [False, True])
 def test_queue_training_uses_per_sample_dsa_only_when_asked(train_dsa):
     calls = []

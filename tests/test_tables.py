@@ -136,6 +136,10 @@ def check_published(
                 IDM[(dataset, ipc)]
             )
             assert m.accuracy_reset_interval == IDM_RESET[(dataset, ipc)]
+        # IID's IDM + IID code resets only at eval_it_pool = [2000, 5000, 10000, 20000]
+        # (VincenDen/IID IDM+ours/IDM_cifar10_IID.py); IDM's own code at every evaluation.
+        reset_at = [2000, 5000, 10000, 20000] if "iid" in regularizers else None
+        assert (list(m.accuracy_reset_at) if m.accuracy_reset_at else None) == reset_at
     elif method == "mtt":
         # MTT 5000 iterations; FYI's MTT + FYI 10000 (FYI MTT/distill.py --Iteration).
         iterations = 10000 if "fyi" in regularizers else 5000

@@ -50,6 +50,9 @@ class IDMSettings(MethodSettings):
     #: Iterations between resets of the running accuracies (0 = never). The reference resets
     #: them at every evaluation, every 100 iterations in the published commands.
     accuracy_reset_interval: int = ranged(100, minimum=0)
+    #: Iterations at which to reset instead of every interval (None: use the interval). IID's
+    #: IDM + IID code resets at its evaluation points only: 2000, 5000, 10000, 20000.
+    accuracy_reset_at: Any = None
     #: Per-sample DSA on the queue's real training batches (the reference trains without).
     train_dsa: bool = False
     lr_net: float = ranged(0.01, above=0)
@@ -57,6 +60,11 @@ class IDMSettings(MethodSettings):
     net_weight_decay: float = ranged(5e-4, minimum=0)
 
     def check(self) -> None:
+        at = self.accuracy_reset_at
+        if at is not None and not all(isinstance(i, int) and i > 0 for i in at):
+            raise ValueError(
+                f"method.accuracy_reset_at must be a list of positive iterations, got {at!r}"
+            )
         if self.train_net_num is not None:
             raise ValueError(
                 "method.train_net_num is now method.nets_trained_per_iteration (queue networks "
@@ -82,6 +90,14 @@ class ImprovedDistributionMatching(Method):
             self.queue.push()
         self.iterations_done = 0
         self.memory_budget = Runtime.from_config(ctx.runtime, self.data.device).memory_budget
+
+    def resets_accuracy_at(self, iteration: int) -> bool:
+        """Whether the running accuracies reset before this iteration's matching."""
+        s = self.settings
+        if s.accuracy_reset_at is not None:
+            return iteration in s.accuracy_reset_at
+        interval = s.accuracy_reset_interval
+        return bool(interval and iteration and iteration % interval == 0)
 
     def real_pass(self, net: nn.Module, real: Tensor) -> tuple[Tensor, Tensor | None]:
         """(features, maps or None) of `real` under no_grad, in row chunks under the budget."""
@@ -139,7 +155,7 @@ class ImprovedDistributionMatching(Method):
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         s = self.settings
-        if s.accuracy_reset_interval and iteration and iteration % s.accuracy_reset_interval == 0:
+        if self.resets_accuracy_at(iteration):
             self.queue.reset_accuracy()
         if iteration % s.net_generate_interval == 0:
             self.queue.push()
