@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 from distillkit.allocator import use_allocator
 from distillkit.augment import DSA
 from distillkit.data.real import DatasetInfo, RealData
+from distillkit.memory import parse_budget
 from distillkit.methods import MethodContext, build_method
 from distillkit.methods.gradient_matching import gradient_distance, matched_parameters
 from distillkit.networks import NetworkFactory
@@ -152,14 +153,15 @@ def reference_unequalness(data, networks, gen):
 
 
 # -- distillkit ------------------------------------------------------------------------------------
-def distillkit_step(method, data, syn, networks, dsa, gens, per_class):
+def distillkit_step(method, data, syn, networks, dsa, gens, per_class, budget=None):
     if method == "unequalness":
         from distillkit.metrics.unequalness import unequalness
 
         images, labels = data.train_images, data.train_labels
         gen = gens["u"]
+        limit = None if budget is None else parse_budget(budget)
         return lambda: unequalness(images, labels, data.info.num_classes, networks, gen,
-                                   ["dm", "dc"], num_nets=1)  # fmt: skip
+                                   ["dm", "dc"], num_nets=1, memory_budget=limit)  # fmt: skip
     # The method's shipped defaults (conf/method/<name>.yaml), as a user gets them.
     shipped = OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml"))
     cfg = {**shipped, "_target_": TARGETS[method], "name": method, "batch_real": per_class,
@@ -170,7 +172,8 @@ def distillkit_step(method, data, syn, networks, dsa, gens, per_class):
     if method == "dc":
         cfg.update(outer_loop=1, inner_loop=0)
     augment = None if method == "dc" else dsa  # DC proper (the reference loop has no DSA)
-    m = build_method(MethodContext(cfg, data, syn, networks, augment, gens, runtime={}))
+    runtime = {} if budget is None else {"memory_budget": budget}
+    m = build_method(MethodContext(cfg, data, syn, networks, augment, gens, runtime=runtime))
     counter = iter(range(1, 10**9))
     return lambda: m.step(next(counter))
 
@@ -199,7 +202,7 @@ def child(args: argparse.Namespace) -> None:
         else:
             step = reference_unequalness(data, networks, gen)
     else:
-        step = distillkit_step(args.method, data, syn, networks, dsa, gens, per_class)
+        step = distillkit_step(args.method, data, syn, networks, dsa, gens, per_class, args.budget)
     step()  # warm-up
     times = [timed(step) for _ in range(args.steps)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -211,6 +214,7 @@ def run_child(args: argparse.Namespace, method: str, geometry: str, classes: int
              f"--impl={impl}", f"--steps={args.steps}", f"--ipc={args.ipc}",
              f"--width={args.width}"]  # fmt: skip
     flags += [f"--threads={args.threads}"] if args.threads else []
+    flags += [f"--budget={args.budget}"] if args.budget else []
     out = subprocess.run([sys.executable, __file__, "--child", *flags], capture_output=True,
                          text=True)  # fmt: skip
     if out.returncode != 0:
@@ -280,6 +284,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process (1: no oversubscription)")  # fmt: skip
+    parser.add_argument("--budget", help="distillkit's runtime.memory_budget (default: auto)")
     parser.add_argument("--quick", action="store_true",
                         help="10 and 50 classes, 32x32 only")  # fmt: skip
     parser.add_argument("--name", default="scale", help="results/<name>.json and .png")
