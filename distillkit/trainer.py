@@ -35,7 +35,7 @@ from distillkit.config import (
     validate_resources,
 )
 from distillkit.evaluation import EvalSettings, evaluate_set
-from distillkit.io import load_torch, save_json, save_torch
+from distillkit.io import load_torch, save_json
 from distillkit.logging import build_logger
 from distillkit.metrics.unequalness import unequalness
 from distillkit.progress import progress_bar
@@ -127,20 +127,21 @@ class Trainer:
         self.guard.check(iteration, self.synthetic.images, self.keep_last_good, where)
 
     def keep_last_good(self) -> int | None:
-        """Write synthetic_set.pt from the last good checkpoint (never from non-finite images);
-        returns that checkpoint's iteration (None when there is none)."""
+        """Write synthetic_set.pt from the last good checkpoint (never from non-finite images):
+        the set the method evaluates at that point (FTD's EMA, not its raw images); returns
+        that checkpoint's iteration (None when there is none). The run is stopping, so its
+        objects are rolled back to the checkpoint to ask the method."""
         if self.checkpoint.last_good is None:
             return None
         state = load_torch(self.checkpoint.last_good, "distillkit checkpoint")
-        save_torch(
-            {
-                **state["synthetic"],
-                "config": self.cfg,
-                "lr": state["eval_lr"],
-                "zca": self.data.zca_state,
-                "iteration": state["iteration"],
-            },
+        self.synthetic.load_state_dict(state["synthetic"])
+        self.method.load_state_dict(state["method"])
+        self.method.evaluated_set().save(
             self.run_dir / "synthetic_set.pt",
+            config=self.cfg,
+            lr=state["eval_lr"],
+            zca=self.data.zca_state,
+            iteration=state["iteration"],
         )
         return int(state["iteration"])
 

@@ -219,6 +219,33 @@ def test_saved_set_is_the_ema_and_unequalness_is_logged(tiny_config, tmp_path, g
     assert steps == [1, 2, 3] and set(results["unequalness"]) == {"dm", "dc"}
 
 
+def test_a_nan_stop_saves_the_last_good_checkpoints_ema(tiny_config, tmp_path, gsam_dir):
+    cfg = tiny_config(
+        "method=ftd", "ipc=1", f"method.buffer={gsam_dir}", "method.syn_steps=2",
+        "method.max_start_epoch=1", "method.ema_decay=0.5", "method.iterations=6",
+        "checkpoint.every=2", "unequalness.enabled=false", "images.flips=false",
+        "eval.num_models=0", "dataset.train_limit=16",
+    )  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run")
+    step = trainer.method.step
+
+    def poisoned(iteration: int) -> dict:
+        losses = step(iteration)
+        if iteration == 3:
+            trainer.synthetic.images.data.fill_(float("nan"))
+            losses["loss"] = torch.tensor(float("nan"))
+        return losses
+
+    trainer.method.step = poisoned
+    with pytest.raises(FloatingPointError, match="last good state"):
+        trainer.run()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    saved, extra = SyntheticSet.load(tmp_path / "run" / "synthetic_set.pt")
+    assert extra["iteration"] == state["iteration"] == 2
+    assert torch.equal(saved.images, state["method"]["ema"])
+    assert not torch.equal(saved.images, state["synthetic"]["images"])
+
+
 @pytest.mark.slow
 def test_checkpoint_resume_continues_the_ema(tiny_config, tmp_path, gsam_dir):
     """A run that crashes after its checkpoint at iteration 2, re-run in its directory, ends

@@ -8,8 +8,8 @@
    (`evaluated_set`); the matching itself works on S, as in the reference (distill_FTD.py).
 
 Everything else, FYI's doubled student batches included, is MTT's. The EMA is part of the
-method's checkpoint state. (Known gap: a run stopped by a NaN loss writes synthetic_set.pt from
-the last good checkpoint's images, not its EMA.)
+method's checkpoint state, so a run stopped by a non-finite loss saves the last good
+checkpoint's EMA.
 """
 
 from __future__ import annotations
