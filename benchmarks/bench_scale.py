@@ -6,7 +6,9 @@ one step of distillkit's default (runtime auto: fp32 eager, `memory_budget` auto
 shape of the published per-class loop, eager fp32, on the same random data (generated here: no
 download). Every (method, geometry, classes, implementation) runs in its own fresh process, so
 its peak resident size (ru_maxrss) is its own; both sides run under distillkit's default host
-allocator (`runtime.allocator` auto). A step is:
+allocator (`runtime.allocator` auto). Time is the step's CPU seconds (process time, one torch
+thread by default): unlike wall time it does not count other work sharing the cores, so the
+ratios hold on a loaded machine (the wall seconds are recorded too). A step is:
 
 - dm: one DM iteration (a fresh frozen network, Siamese DSA, one optimiser step). Reference: the
   published loop (per class: DSA draw, real forward with graph then detach, synthetic forward,
@@ -204,9 +206,16 @@ def child(args: argparse.Namespace) -> None:
     else:
         step = distillkit_step(args.method, data, syn, networks, dsa, gens, per_class, args.budget)
     step()  # warm-up
-    times = [timed(step) for _ in range(args.steps)]
+    times, cpu = [], []
+    for _ in range(args.steps):
+        started = time.process_time()
+        times.append(timed(step))
+        cpu.append(time.process_time() - started)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": statistics.median(times), "times": times, "peak_rss_mb": peak}))
+    # CPU seconds (all threads of this process): what a step costs when other work shares the
+    # cores; equal to the wall time on a quiet machine with one thread.
+    print(json.dumps({"seconds": statistics.median(times), "times": times,
+                      "cpu_seconds": statistics.median(cpu), "peak_rss_mb": peak}))  # fmt: skip
 
 
 def run_child(args: argparse.Namespace, method: str, geometry: str, classes: int, impl: str):
@@ -220,6 +229,12 @@ def run_child(args: argparse.Namespace, method: str, geometry: str, classes: int
     if out.returncode != 0:
         raise SystemExit(f"{method} {geometry} {classes} {impl} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cost(run: dict) -> float:
+    """A step's CPU seconds (robust to other work sharing the cores); wall seconds for runs
+    recorded before CPU time was."""
+    return run.get("cpu_seconds", run["seconds"])
 
 
 def plot(results: dict, path) -> None:
@@ -242,12 +257,12 @@ def plot(results: dict, path) -> None:
                 label = f"{method} {impl}"
                 axes[0][col].plot(xs, [r["peak_rss_mb"] for r in rows], style, marker="o",
                                   label=label)  # fmt: skip
-                axes[1][col].plot(xs, [r["seconds"] for r in rows], style, marker="o",
+                axes[1][col].plot(xs, [cost(r) for r in rows], style, marker="o",
                                   label=label)  # fmt: skip
         size, depth, per_class = GEOMETRIES[geometry]
         name = f"{size}x{size} ConvNet-{depth}, {per_class} real/class"
         axes[0][col].set(title=f"peak RSS, {name}", xlabel="classes", ylabel="MB")
-        axes[1][col].set(title=f"time per step, {name}", xlabel="classes", ylabel="s/step")
+        axes[1][col].set(title=f"CPU time per step, {name}", xlabel="classes", ylabel="CPU s/step")
         for ax in (axes[0][col], axes[1][col]):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -259,15 +274,15 @@ def plot(results: dict, path) -> None:
 def markdown(results: dict) -> str:
     """The results as a Markdown table: both sides and their ratios per row."""
     runs = {(r["method"], r["geometry"], r["classes"], r["impl"]): r for r in results["runs"]}
-    lines = ["| method | images | classes | reference s/step | distillkit s/step | speed-up | "
-             "reference peak RSS MB | distillkit peak RSS MB | RSS ratio |",
+    lines = ["| method | images | classes | reference CPU s/step | distillkit CPU s/step | "
+             "speed-up | reference peak RSS MB | distillkit peak RSS MB | RSS ratio |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (method, geometry, classes, impl), dk in runs.items():
         ref = runs.get((method, geometry, classes, "reference"))
         if impl != "distillkit" or ref is None:
             continue
-        lines.append(f"| {method} | {geometry}×{geometry} | {classes} | {ref['seconds']:.2f} | "
-                     f"{dk['seconds']:.2f} | {ref['seconds'] / dk['seconds']:.2f}× | "
+        lines.append(f"| {method} | {geometry}×{geometry} | {classes} | {cost(ref):.2f} | "
+                     f"{cost(dk):.2f} | {cost(ref) / cost(dk):.2f}× | "
                      f"{ref['peak_rss_mb']:.0f} | {dk['peak_rss_mb']:.0f} | "
                      f"{dk['peak_rss_mb'] / ref['peak_rss_mb']:.2f}× |")  # fmt: skip
     return "\n".join(lines)
@@ -324,9 +339,9 @@ def main() -> None:
                                  "impl": impl, **r})  # fmt: skip
                 ref, dk = pair["reference"], pair["distillkit"]
                 print(f"{geometry}x{geometry} {method:<12} {classes:>4} classes: reference "
-                      f"{ref['seconds']:7.2f} s {ref['peak_rss_mb']:7.0f} MB | distillkit "
-                      f"{dk['seconds']:7.2f} s {dk['peak_rss_mb']:7.0f} MB | speed "
-                      f"{ref['seconds'] / dk['seconds']:5.2f}x, RSS "
+                      f"{cost(ref):7.2f} s {ref['peak_rss_mb']:7.0f} MB | distillkit "
+                      f"{cost(dk):7.2f} s {dk['peak_rss_mb']:7.0f} MB | speed "
+                      f"{cost(ref) / cost(dk):5.2f}x, RSS "
                       f"{dk['peak_rss_mb'] / ref['peak_rss_mb']:4.2f}x", flush=True)  # fmt: skip
                 partial = {"machine": info, "runs": runs, "partial": True}
                 (RESULTS / f"{args.name}.partial.json").write_text(json.dumps(partial))

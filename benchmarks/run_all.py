@@ -82,6 +82,11 @@ def headline() -> list[str]:
     return lines
 
 
+def cost(run: dict) -> float:
+    """CPU seconds per step where recorded (bench_scale), else wall seconds."""
+    return run.get("cpu_seconds", run["seconds"])
+
+
 def scale_lines(scale: dict) -> list[str]:
     """distillkit vs the per-class loop at each class count: speed and peak-RSS ratios."""
     runs = {(r["method"], r["geometry"], r["classes"], r["impl"]): r for r in scale["runs"]}
@@ -89,7 +94,7 @@ def scale_lines(scale: dict) -> list[str]:
     for (method, geometry, classes, impl), dk in runs.items():
         ref = runs.get((method, geometry, classes, "reference"))
         if impl == "distillkit" and ref:
-            out.append(f"{method} {geometry}px {classes} cl {ref['seconds'] / dk['seconds']:.2f}x "
+            out.append(f"{method} {geometry}px {classes} cl {cost(ref) / cost(dk):.2f}x "
                        f"speed, {dk['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x RSS")  # fmt: skip
     return out
 

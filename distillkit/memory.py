@@ -18,11 +18,13 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-#: `auto` on the CPU: 512 MiB of (estimated) activations per chunk. The published DM loop holds
-#: one class of 256 CIFAR images through ConvNet-3 width 128 (about 0.56 GiB by this estimate)
-#: at once; 512 MiB keeps the small runs (the demo, the tests) in one chunk and a CIFAR-scale
-#: run within the loop's footprint (benchmarks/README.md, "Memory against classes").
-CPU_AUTO_BYTES = 512 << 20
+#: `auto` on the CPU: 256 MiB of (estimated) activations per chunk, under half the published DM
+#: loop's one class of 256 CIFAR images through ConvNet-3 width 128 (about 0.56 GiB by this
+#: estimate). At 512 MiB DM and the unequalness score peaked at up to 1.49x the per-class loop's
+#: resident size at 100-200 classes; 256 MiB keeps the small runs (the demo, the tests) in one
+#: chunk and large-class runs near the loop's footprint (benchmarks/README.md, "Memory against
+#: classes").
+CPU_AUTO_BYTES = 256 << 20
 #: A pass that is differentiated (DC's per-class gradients) holds its saved activations and,
 #: while backpropagating, their gradients: about twice the estimate.
 BACKWARD_FACTOR = 2
@@ -56,7 +58,7 @@ def parse_budget(value: object) -> int | None:
 
 
 def auto_budget(device: torch.device) -> int:
-    """The automatic budget: a quarter of the GPU's memory on CUDA, 512 MiB on the CPU."""
+    """The automatic budget: a quarter of the GPU's memory on CUDA, 256 MiB on the CPU."""
     if device.type == "cuda" and torch.cuda.is_available():
         index = device.index if device.index is not None else torch.cuda.current_device()
         total = torch.cuda.get_device_properties(index).total_memory

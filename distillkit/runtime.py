@@ -17,7 +17,7 @@ accuracy effect beside fp32 in benchmarks/README.md.
 - `memory_budget` (auto | bytes | a size such as 2GiB | 0 = one pass): the estimated activation
   bytes one network pass over real images may take (distillkit/memory.py); methods split real
   batches into row chunks under it, so memory does not grow with the number of classes. auto:
-  512 MiB on the CPU, a quarter of the GPU's memory on CUDA. Results do not depend on it (on the
+  256 MiB on the CPU, a quarter of the GPU's memory on CUDA. Results do not depend on it (on the
   CPU bit for bit).
 
 `runtime.allocator` (auto | retain | system) is process-wide and applied by the Trainer
@@ -91,7 +91,7 @@ class Runtime:
     compile: bool = False
     channels_last: bool = False
     #: Estimated activation bytes per network pass over real rows (0: one pass, no chunks).
-    memory_budget: int = 512 << 20
+    memory_budget: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -18,7 +18,7 @@ def test_auto_resolves_per_device():
     cpu = Runtime.from_config({"precision": "auto", "compile": "auto", "channels_last": "auto"})
     assert (cpu.precision, cpu.compile, cpu.channels_last) == ("fp32", False, False)
     assert Runtime.from_config(None) == cpu
-    assert cpu.memory_budget == 512 << 20
+    assert cpu.memory_budget == 256 << 20
 
 
 def test_auto_is_fp32_eager_on_cuda_too(monkeypatch):
