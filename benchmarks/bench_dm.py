@@ -210,13 +210,17 @@ def child(name: str, args: argparse.Namespace) -> None:
     for _ in range(args.warmup - 1):
         step()
     times, faults = [], []
+    cpu = []
     for _ in range(args.steps):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        cpu_before = time.process_time()
         times.append(timed(step, args.device))
+        cpu.append(time.process_time() - cpu_before)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"name": name, "allocator": allocator, "first_call": first,
-                      "times": times, "page_faults": faults, "peak_rss_mb": peak_mb}))  # fmt: skip
+                      "times": times, "cpu_times": cpu, "page_faults": faults,
+                      "peak_rss_mb": peak_mb}))  # fmt: skip
 
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
@@ -301,6 +305,13 @@ def main() -> None:
           f"the default step over that loop: {retain / med['dm']:.2f}x, {best}: "
           f"{retain / med[best]:.2f}x")  # fmt: skip
 
+    # CPU seconds (process time, all threads): robust to other work sharing the cores; on a
+    # loaded machine with --threads 1 these ratios are the ones to read.
+    cpu_med = medians({n: [t for run in runs[n] for t in run["cpu_times"]] for n in names})
+    print("CPU seconds per step (process time):")
+    for n, v in cpu_med.items():
+        print(f"  {n:<22} {v:8.3f}  {cpu_med['reference'] / v:6.2f}x reference")
+
     probe_variants = "fp32, fp32-channels-last, bf16, bf16-channels-last"
     probe_repeats = max(1, args.steps // 2)
     print(f"ConvNet-{args.depth} width {args.width} forward of {args.probe_images} images "
@@ -315,6 +326,8 @@ def main() -> None:
         "settings": {k2: v for k2, v in vars(args).items()},
         "seconds_median": med,
         "seconds_all": times,
+        "cpu_seconds_median": cpu_med,
+        "cpu_ratios": {f"reference_over_{n}": cpu_med["reference"] / v for n, v in cpu_med.items()},
         "first_call_seconds": warm,
         "allocator": {n: runs[n][0]["allocator"] for n in names},
         "page_faults_per_step_median": {
