@@ -203,6 +203,12 @@ def main() -> None:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not args.child and {"dm", "eval"} & set(args.stages):
+        if not (Path(args.data) / "cifar-10-batches-bin").is_dir():
+            raise SystemExit(
+                f"gpu_check: no CIFAR-10 subset under {args.data}; write it first with "
+                "`python benchmarks/gpu_check.py --prepare` (from ../shared/data)"
+            )
     if args.child:
         result = dm_child(args) if args.child == "dm" else eval_child(args)
         print(json.dumps(result))
