@@ -203,7 +203,7 @@ def main() -> None:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not args.child and {"dm", "eval"} & set(args.stages):
+    if not args.child and "dm" in args.stages:
         if not (Path(args.data) / "cifar-10-batches-bin").is_dir():
             raise SystemExit(
                 f"gpu_check: no CIFAR-10 subset under {args.data}; write it first with "
