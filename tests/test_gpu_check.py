@@ -43,3 +43,12 @@ def test_tiny_gpu_check_runs_on_the_cpu(shared_data, tmp_path):
         assert 0 <= run["accuracy"]["mean"] <= 100 and run["s_per_iteration"] > 0
     assert report["eval"]["stacked"]["models_per_minute"] > 0
     assert report["mtt"]["exit"] == 0 and report["mtt"]["rows"]
+
+
+def test_an_unprepared_subset_stops_in_one_line_naming_the_prepare_command(tmp_path):
+    cmd = [sys.executable, str(SCRIPT), "--tiny", f"--data={tmp_path / 'none'}", "--stages", "dm"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gpu_check.py --prepare" in lines[0]
+    assert not (tmp_path / "none").exists()
