@@ -143,6 +143,22 @@ def crash_at(trainer, iteration: int, error) -> None:
     trainer.method.step = crashing
 
 
+def poison_at(trainer, bad_iteration: int) -> None:
+    """Make the method's step at `bad_iteration` (and after) return NaN and NaN images."""
+    import torch
+
+    step = trainer.method.step
+
+    def poisoned(iteration: int):
+        losses = step(iteration)
+        if iteration >= bad_iteration:
+            trainer.synthetic.images.data.fill_(float("nan"))
+            losses["loss"] = torch.tensor(float("nan"))
+        return losses
+
+    trainer.method.step = poisoned
+
+
 def signal_at(trainer, iteration: int, sig: int) -> None:
     """Deliver `sig` to this process during the method's step at `iteration`."""
     import os

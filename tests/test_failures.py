@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, distillkit
+from conftest import TINY, distillkit, poison_at
 
 from distillkit.cli.summary import collect, render
 from distillkit.experts import ExpertBufferError
@@ -140,20 +140,6 @@ def test_truncated_expert_shard_stops_mtt_at_start_up(tiny_config, tmp_path):
 
 
 # -- numerical failure --------------------------------------------------------------------------
-def poison_at(trainer: Trainer, bad_iteration: int) -> None:
-    """Make the method's step at `bad_iteration` (and after) return NaN and NaN images."""
-    step = trainer.method.step
-
-    def poisoned(iteration: int):
-        losses = step(iteration)
-        if iteration >= bad_iteration:
-            trainer.synthetic.images.data.fill_(float("nan"))
-            losses["loss"] = torch.tensor(float("nan"))
-        return losses
-
-    trainer.method.step = poisoned
-
-
 def test_forced_nan_keeps_the_last_good_checkpoint_and_set(tiny_config, tmp_path):
     # Checkpoints every 2 iterations, logs every 5: the NaN of iteration 6 (0-based 5) comes
     # after the log of 5 and must not reach the checkpoint of 6 (nor any log line).

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FTD_PUBLISHED, build_addons, crash_and_resume, resumed_twin, student_batches
+from conftest import (
+    FTD_PUBLISHED,
+    build_addons,
+    crash_and_resume,
+    poison_at,
+    resumed_twin,
+    student_batches,
+)
 from torch.func import functional_call
 
 from distillkit.augment import DSA
@@ -219,24 +226,19 @@ def test_saved_set_is_the_ema_and_unequalness_is_logged(tiny_config, tmp_path, g
     assert steps == [1, 2, 3] and set(results["unequalness"]) == {"dm", "dc"}
 
 
-def test_a_nan_stop_saves_the_last_good_checkpoints_ema(tiny_config, tmp_path, gsam_dir):
-    cfg = tiny_config(
+def checkpointed_run(tiny_config, gsam_dir, iterations: int):
+    """A quiet FTD run that checkpoints every 2 iterations (no evaluation, no unequalness)."""
+    return tiny_config(
         "method=ftd", "ipc=1", f"method.buffer={gsam_dir}", "method.syn_steps=2",
-        "method.max_start_epoch=1", "method.ema_decay=0.5", "method.iterations=6",
+        "method.max_start_epoch=1", "method.ema_decay=0.5", f"method.iterations={iterations}",
         "checkpoint.every=2", "unequalness.enabled=false", "images.flips=false",
         "eval.num_models=0", "dataset.train_limit=16",
     )  # fmt: skip
-    trainer = Trainer(cfg, tmp_path / "run")
-    step = trainer.method.step
 
-    def poisoned(iteration: int) -> dict:
-        losses = step(iteration)
-        if iteration == 3:
-            trainer.synthetic.images.data.fill_(float("nan"))
-            losses["loss"] = torch.tensor(float("nan"))
-        return losses
 
-    trainer.method.step = poisoned
+def test_a_nan_stop_saves_the_last_good_checkpoints_ema(tiny_config, tmp_path, gsam_dir):
+    trainer = Trainer(checkpointed_run(tiny_config, gsam_dir, 6), tmp_path / "run")
+    poison_at(trainer, 3)
     with pytest.raises(FloatingPointError, match="last good state"):
         trainer.run()
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
@@ -250,13 +252,7 @@ def test_a_nan_stop_saves_the_last_good_checkpoints_ema(tiny_config, tmp_path, g
 def test_checkpoint_resume_continues_the_ema(tiny_config, tmp_path, gsam_dir):
     """A run that crashes after its checkpoint at iteration 2, re-run in its directory, ends
     with the same images and EMA as an uninterrupted one."""
-    cfg = tiny_config(
-        "method=ftd", "ipc=1", f"method.buffer={gsam_dir}", "method.syn_steps=2",
-        "method.max_start_epoch=1", "method.ema_decay=0.5", "method.iterations=4",
-        "checkpoint.every=2", "unequalness.enabled=false", "images.flips=false",
-        "eval.num_models=0", "dataset.train_limit=16",
-    )  # fmt: skip
-    whole, resumed = crash_and_resume(cfg, tmp_path)
+    whole, resumed = crash_and_resume(checkpointed_run(tiny_config, gsam_dir, 4), tmp_path)
     assert resumed.start_iteration == 2
     resumed.run()
     assert torch.equal(resumed.method.ema, whole.method.ema)
