@@ -104,7 +104,7 @@ def _loop_gradients(
 
 
 def _vmap_gradients(
-    net: nn.Module, grouped: Tensor, create_graph: bool, chunk: int | None, first: int = 0
+    net: nn.Module, grouped: Tensor, create_graph: bool, first: int = 0
 ) -> list[Tensor]:
     """All classes at once: vmap over classes of the gradient of a functional network.
 
@@ -121,14 +121,9 @@ def _vmap_gradients(
     per_class = vmap(grad(class_loss), in_dims=(None, 0, 0))
     k = grouped.shape[0]
     classes = torch.arange(first, first + k, device=grouped.device)
-    step = k if not chunk else int(chunk)
-    parts = []
     with torch.set_grad_enabled(create_graph):
-        for start in range(0, k, step):
-            parts.append(
-                per_class(matched, grouped[start : start + step], classes[start : start + step])
-            )
-    return [torch.cat([p[name] for p in parts]) for name in matched]
+        per_name = per_class(matched, grouped, classes)
+    return [per_name[name] for name in matched]
 
 
 def class_gradients(
@@ -139,14 +134,13 @@ def class_gradients(
     *,
     create_graph: bool = False,
     mode: str = "vmap",
-    chunk: int | None = None,
     first_class: int = 0,
 ) -> list[Tensor]:
     """Per-class gradients of CE(net(x_c), c) for the matched parameters, each (K, *shape).
 
     Rows may come in any order; every class needs at least one row. `create_graph` keeps the
     graph to `x` (the synthetic side). Mode "vmap" computes all classes in one vectorised pass
-    (in chunks of `chunk` classes) where the maths allows: rows must not interact (no BatchNorm
+    where the maths allows: rows must not interact (no BatchNorm
     in training mode) and classes must have equal row counts; otherwise, or with mode "loop",
     one backward pass per class. `first_class`: the rows hold classes first_class ..
     first_class + num_classes - 1 only (a slice of the classes; targets keep their labels).
@@ -156,7 +150,7 @@ def class_gradients(
     if mode == "vmap" and not has_batch_coupling(net):
         grouped = _group_by_class(x, y - first_class, num_classes)
         if grouped is not None:
-            return _vmap_gradients(net, grouped, create_graph, chunk, first_class)
+            return _vmap_gradients(net, grouped, create_graph, first_class)
     return _loop_gradients(net, x, y, num_classes, create_graph, first_class)
 
 
