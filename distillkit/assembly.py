@@ -77,7 +77,8 @@ def distillation_augment(cfg: Mapping[str, Any]) -> DSA | None:
 
 def evaluation_augment(cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> Any:
     """Per-sample DSA of evaluation (`eval.dsa`; `eval.always_flip` forces FYI's flip-first;
-    `eval.dsa_strategy`, when set, replaces the run's strategy: IDC drops cutout for CutMix), or
+    `eval.dsa_strategy`, when set, replaces the run's strategy: IDC drops cutout for CutMix;
+    `eval.dsa_mode`, when set, the run's `dsa.mode`: IDC's composition is mode IDC), or
     DC's reference augmentation per dataset and model (`eval.augment: dc`), or none."""
     eval_cfg = cfg["eval"] if eval_cfg is None else eval_cfg
     augment = eval_cfg.get("augment", "dsa")
@@ -90,6 +91,8 @@ def evaluation_augment(cfg: Mapping[str, Any], eval_cfg: Mapping[str, Any] | Non
     dsa_cfg = dict(cfg["dsa"])
     if eval_cfg.get("dsa_strategy"):
         dsa_cfg["strategy"] = eval_cfg["dsa_strategy"]
+    if eval_cfg.get("dsa_mode"):
+        dsa_cfg["mode"] = eval_cfg["dsa_mode"]
     return DSA.from_config(dsa_cfg, always_flip=bool(eval_cfg.get("always_flip", False)))
 
 

@@ -109,17 +109,22 @@ class SyntheticSet:
             return x, y
         return decode_mosaic(x, y, self.factor)
 
-    def batch(self, rows: Tensor | slice | None = None) -> tuple[Tensor, Tensor]:
+    def batch(
+        self, rows: Tensor | slice | None = None, decoded: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Synthetic images and labels (all, or stored `rows`), decoded, after every transform.
 
         Decoding keeps each stored image's decoded images together, so class-contiguous rows
-        give class-contiguous batches (before transforms, which may append rows).
+        give class-contiguous batches (before transforms, which may append rows). `decoded`
+        keeps only those decoded images (IDC subsamples decoded tiles) before the transforms.
         """
         if rows is None:
             x, y = self.images, self.labels
         else:
             x, y = self.images[rows], self.labels[rows]
         x, y = self.decode(x, y)
+        if decoded is not None:
+            x, y = x[decoded], y[decoded]
         for transform in self.transforms:
             x, y = transform(x, y)
         return x, y

@@ -100,7 +100,7 @@ def test_real_data_network_updates_follow_the_published_schedule(digits, factory
         net_cutmix_p=0.0, matching_strategy=None,
     )  # fmt: skip
     events, batches, updates = [], [], []
-    networks, match, update = method.ctx.networks, method.matching_losses, method.update_network
+    networks, match, update = method.ctx.networks, method.sequential_steps, method.update_network
 
     def new_network(gen):
         events.append("net")
@@ -126,7 +126,7 @@ def test_real_data_network_updates_follow_the_published_schedule(digits, factory
         events.append(len(batches))
         updates.append(list(batches))
 
-    method.ctx.networks, method.matching_losses, method.update_network = (
+    method.ctx.networks, method.sequential_steps, method.update_network = (
         new_network, matching, updating,
     )  # fmt: skip
     for it in range(2):
@@ -140,10 +140,11 @@ def test_real_data_network_updates_follow_the_published_schedule(digits, factory
         assert all(any(torch.equal(row, t) for t in train) for row in x)
 
 
-def test_per_class_steps_equal_sequential_sgd_steps_on_one_momentum_buffer(digits, factory):
-    """The reference steps the image optimiser once per class, in class order: momentum moves
-    every class's rows at every step. image_steps must equal doing that literally."""
-    method = build_idc(digits, factory, pixel_space=False)
+def test_round_start_steps_equal_sequential_sgd_steps_on_one_momentum_buffer(digits, factory):
+    """`class_steps: round_start` steps the image optimiser once per class, in class order:
+    momentum moves every class's rows at every step. image_steps must equal doing that literally
+    with every class's gradient taken at the round's start."""
+    method = build_idc(digits, factory, pixel_space=False, class_steps="round_start")
     images = method.synthetic.images
     x = images.detach().clone().requires_grad_(True)
     weights = torch.arange(1.0, 11.0)
@@ -169,6 +170,87 @@ def test_per_class_steps_equal_sequential_sgd_steps_on_one_momentum_buffer(digit
     assert not torch.allclose(images.detach(), once.detach())  # not one step for all classes
 
 
+def test_sequential_class_steps_follow_the_reference_loop(digits, factory):
+    """Efficient-Dataset-Condensation condense.py ~526-542: for each class in order, sample its
+    real batch and its decoded synthetic images, take the gradient distance at the CURRENT images
+    (after the earlier classes' steps and the shared momentum), backward, step. Restated here
+    literally (autograd over every conv weight, mse) and compared with the method's round."""
+    method = build_idc(digits, factory, matching_strategy=None)
+    net = method.ctx.networks(torch.Generator().manual_seed(3))
+    images = method.synthetic.images
+    x = images.detach().clone().requires_grad_(True)
+    literal = torch.optim.SGD([x], lr=method.optimiser.param_groups[0]["lr"], momentum=0.5)
+    generator = torch.Generator()
+    generator.set_state(method.generator.get_state())
+    weights = [i for i, p in enumerate(net.parameters()) if p.dim() > 2]
+    for _ in range(2):  # two rounds: the momentum buffer carries over
+        for c in range(10):
+            real = digits.sample_class(c, method.batch_real, generator)
+            rows = method.synthetic.class_rows(c)
+            syn, _ = method.synthetic.decode(x[rows], method.synthetic.labels[rows])
+            labels = torch.full((real.shape[0],), c)
+            g_real = _direct_gradients(net, real, labels, c, False)
+            g_syn = _direct_gradients(net, syn, torch.full((syn.shape[0],), c), c, True)
+            loss = sum((g_syn[i] - g_real[i]).pow(2).sum() for i in weights)
+            grad = torch.autograd.grad(loss, x)[0] * method.grad_scale
+            x.grad = grad
+            literal.step()
+        method.sequential_steps(net)
+    torch.testing.assert_close(images.detach(), x.detach(), rtol=1e-5, atol=1e-7)
+    shortcut = build_idc(digits, factory, matching_strategy=None, class_steps="round_start")
+    for _ in range(2):
+        shortcut.image_steps(shortcut.matching_losses(net))
+    assert not torch.allclose(shortcut.synthetic.images.detach(), x.detach(), atol=1e-7)
+
+
+def _families_per_call(method, monkeypatch):
+    """Record the DSA families applied on each call, by which augmentation object."""
+    from distillkit.augment.dsa import DSA
+
+    calls = []
+    apply = DSA.apply
+
+    def spy(self, x, params, groups=None):
+        who = "match" if self is method.match_augment else "net"
+        calls.append((who, params.families))
+        return apply(self, x, params, groups)
+
+    monkeypatch.setattr(DSA, "apply", spy)
+    return calls
+
+
+def test_idc_applies_every_family_in_matching_and_network_updates(digits, factory, monkeypatch):
+    """Efficient-Dataset-Condensation misc/augment.py DiffAug.__call__ with condense.py ~356-369:
+    matching's `color_crop_cutout` applies colour, crop and cutout on every call (one Siamese draw
+    for a class's real and synthetic rows), the network updates' `color_crop` colour and crop, per
+    sample; never DSA's one family per call."""
+    method = build_idc(digits, factory, inner_loop=2, n_data=16, net_batch=8, net_cutmix_p=0.0)
+    calls = _families_per_call(method, monkeypatch)
+    method.step(0)
+    match = [f for who, f in calls if who == "match"]
+    net = [f for who, f in calls if who == "net"]
+    assert len(match) == 2 * 2 * 10  # real and synthetic, per class, per round
+    assert set(match) == {("color", "crop", "cutout")}
+    assert len(net) == 2 and set(net) == {("color", "crop")}  # 16 images in batches of 8
+
+
+def test_idc_evaluation_composition_is_flip_and_colour_then_one_geometric():
+    """Efficient-Dataset-Condensation train.py ~122 with misc/augment.py ~57-77: per sample,
+    flip (p 0.5) and colour always, then one of crop / scale / rotate drawn per call; no cutout
+    (CutMix replaces it)."""
+    from distillkit.assembly import evaluation_augment
+
+    cfg = compose_config(["method=idc", "dataset=cifar10", "ipc=10"])
+    augment = evaluation_augment(cfg)
+    assert augment.mode == "IDC"
+    g = torch.Generator().manual_seed(0)
+    drawn = [augment.sample(4, g, (32, 32)).families for _ in range(60)]
+    assert all(f[:2] == ("flip", "color") and len(f) == 3 for f in drawn)
+    assert {f[2] for f in drawn} == {"crop", "scale", "rotate"}
+    flips = torch.cat([augment.sample(4, g, (32, 32)).values["flip"]["flip"] for _ in range(200)])
+    assert 0.4 < flips.float().mean() < 0.6  # a p=0.5 coin per sample
+
+
 def test_pixel_space_rate_and_clamp(digits, factory):
     method = build_idc(digits, factory, ipc=2)
     std = torch.tensor(digits.info.std).view(1, -1, 1, 1)
@@ -189,23 +271,32 @@ def test_fyi_doubles_the_decoded_matching_batch(digits, factory):
     seen = []
     batch = method.synthetic.batch
 
-    def spy(rows=None):
-        x, y = batch(rows)
+    def spy(rows=None, decoded=None):
+        x, y = batch(rows, decoded)
         seen.append((x.detach().clone(), y.clone()))
         return x, y
 
     method.synthetic.batch = spy
     method.step(0)
-    ((x, y),) = seen
-    decoded = 10 * 2 * 4
-    assert x.shape[0] == 2 * decoded
-    assert torch.equal(x[decoded:], x[:decoded].flip(-1)) and torch.equal(y[decoded:], y[:decoded])
+    assert len(seen) == 10  # one decoded batch per class, in class order
+    decoded = 2 * 4
+    for c, (x, y) in enumerate(seen):
+        assert x.shape[0] == 2 * decoded and bool((y == c).all())
+        assert torch.equal(x[decoded:], x[:decoded].flip(-1))
 
 
 def test_large_sets_are_subsampled_to_batch_syn_max_decoded_images(digits, factory):
+    """condense.py ~94-100, 183-193: a class's stored images are decoded, then a random
+    batch_syn_max of the decoded tiles are kept (IPC 50 on CIFAR: 128 of 200)."""
     method = build_idc(digits, factory, ipc=3, batch_syn_max=8)
-    rows = method.synthetic_rows()
-    assert rows.shape[0] == 10 * 2 and all(r // 3 == i // 2 for i, r in enumerate(rows.tolist()))
+    kept = method.decoded_subsample(10)
+    assert kept.shape[0] == 10 * 8
+    assert all(r // 12 == i // 8 for i, r in enumerate(kept.tolist()))  # 12 tiles per class
+    assert len(set(kept.tolist())) == 80
+    one = method.decoded_subsample()
+    x, y = method.synthetic.batch(method.synthetic.class_rows(4), one)
+    assert x.shape[0] == 8 and bool((y == 4).all()) and int(one.max()) < 12
+    assert build_idc(digits, factory, ipc=2).decoded_subsample() is None  # 8 <= 128: all
 
 
 # -- resume ----------------------------------------------------------------------------------------
@@ -267,7 +358,12 @@ def test_cutmix_pastes_a_box_from_a_shuffled_batch_and_weights_by_area():
         pasted = (mixed != x).float().mean(dim=(1, 2, 3))
         changed = y_b != y
         assert torch.allclose(pasted[changed], torch.full_like(pasted[changed], 1 - kept))
-        assert torch.equal(mixed[:, 0, 0, 0].unique().sort()[0], mixed[:, 0, 0, 0].unique())
+        # The box comes from a shuffled batch: the rows' sources are a permutation of the
+        # batch, and every pasted pixel of row i holds its source row's value (= y_b[i] here).
+        assert torch.equal(y_b.sort()[0], y)
+        for i in range(4):
+            own = mixed[i] == x[i]
+            assert bool((mixed[i][~own] == y_b[i].float()).all())
         assert 0.0 <= kept <= 1.0
 
 

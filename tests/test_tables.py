@@ -91,8 +91,13 @@ def check_published(
     assert (ev.lr, ev.momentum, ev.weight_decay, ev.batch_size) == (0.01, 0.9, 0.0005, batch)
     # The DC/MTT references train range(epochs + 1); IDC's train.py trains `epochs`.
     assert ev.lr_decay_at == 0.5 and ev.extra_epoch is (not idc)
-    assert ev.always_flip is fyi_protocol and cfg.dsa.always_flip is fyi_protocol
+    assert ev.always_flip is fyi_protocol
     if idc:
+        # IDC never reads `dsa`: its own DiffAug composition in matching, network updates and
+        # evaluation (misc/augment.py; condense.py ~356-369; train.py ~122).
+        assert m.augment_mode == "IDC" and ev.dsa_mode == "IDC"
+        assert (m.matching_strategy, m.net_strategy) == ("color_crop_cutout", "color_crop")
+        assert ev.dsa_strategy == "color_crop_flip_scale_rotate"
         assert (ev.cutmix_p, ev.cutmix_beta, ev.lr_gamma) == (0.5, 1.0, 0.2)
         assert list(ev.lr_milestones) == [0.6667, 0.8334]
         assert (ev.augment, ev.dsa, ev.epochs) == ("dsa", True, 1000)
@@ -100,6 +105,8 @@ def check_published(
         assert (ev.augment, ev.epochs) == ("dc", 1000 if dataset == "mnist" else 300)
     else:
         assert (ev.augment, ev.dsa, ev.epochs) == ("dsa", True, 1000)
+    if not idc:
+        assert cfg.dsa.always_flip is fyi_protocol
     if method == "dm":
         assert (m.iterations, m.lr_img, m.momentum, m.batch_real, m.dsa) == (
             20000,

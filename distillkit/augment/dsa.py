@@ -57,8 +57,17 @@ def _side(ratio: float, size: int) -> int:
     return int(ratio * size + 0.5)
 
 
+#: Families IDC's DiffAug applies whenever they are in the strategy, around the one it draws.
+_IDC_HEAD: tuple[str, ...] = ("flip", "color")
+_IDC_TAIL: tuple[str, ...] = ("cutout",)
+MODES: tuple[str, ...] = ("S", "M", "IDC")
+
+
 class DSA:
-    """DSA augmentation with mode "S" (one random family per draw) or "M" (all families)."""
+    """DSA augmentation with mode "S" (one random family per draw), "M" (all families, in the
+    strategy's order) or "IDC" (IDC's DiffAug composition: flip and colour whenever listed, then
+    one drawn of the geometric families crop/scale/rotate, then cutout whenever listed;
+    snu-mllab/Efficient-Dataset-Condensation misc/augment.py DiffAug.__call__)."""
 
     def __init__(
         self,
@@ -76,8 +85,8 @@ class DSA:
         self.strategy = "none" if strategy is None else str(strategy).strip().lower()
         self.families = self._parse_strategy(self.strategy)
         self.mode = str(mode).upper()
-        if self.mode not in ("S", "M"):
-            raise ValueError(f"DSA mode must be 'S' or 'M', got {mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"DSA mode must be one of {MODES}, got {mode!r}")
         self.always_flip = bool(always_flip)
         if self.always_flip and self.families and "flip" not in self.families:
             raise ValueError(
@@ -157,6 +166,8 @@ class DSA:
         chosen: str | None = None
         if self.mode == "M":
             families = self.families
+        elif self.mode == "IDC":
+            families, chosen = self._idc_families(generator)
         else:
             pool = self.families
             prefix: tuple[str, ...] = ()
@@ -169,6 +180,16 @@ class DSA:
         if device is not None:
             values = {f: {k: v.to(device) for k, v in d.items()} for f, d in values.items()}
         return DSAParams(families, values, n_groups, size, chosen)
+
+    def _idc_families(self, generator: torch.Generator) -> tuple[tuple[str, ...], str | None]:
+        """IDC's order: flip, colour, one geometric family drawn per call, cutout (each only
+        when the strategy lists it; a flip is always drawn then, so `always_flip` changes
+        nothing)."""
+        head = tuple(f for f in _IDC_HEAD if f in self.families)
+        tail = tuple(f for f in _IDC_TAIL if f in self.families)
+        pool = tuple(f for f in self.families if f not in _IDC_HEAD + _IDC_TAIL)
+        chosen = self._choose(pool, generator) if pool else None
+        return head + ((chosen,) if chosen else ()) + tail, chosen
 
     @staticmethod
     def _choose(pool: tuple[str, ...], g: torch.Generator) -> str:

@@ -5,22 +5,29 @@ decodes into factor**2 upsampled images (`SyntheticSet.decode`, IDM's mosaics). 
 (snu-mllab/Efficient-Dataset-Condensation, condense.py with misc/reproduce.py) does it, each outer
 iteration draws a fresh network and runs `inner_loop` rounds of:
 
-1. matching: per class, a real batch and the class's decoded synthetic images (at most
-   `batch_syn_max`) share one DSA draw (`matching_strategy`); the distance between their
-   gradients (conv weights only: biases, norm parameters and the classifier are skipped) is
-   'mse' (sum of squares) or 'l1' (sum of absolute values); one image step per class, in class
-   order, on one momentum buffer;
+1. matching, class by class in class order (`class_steps: sequential`, the reference's
+   condense.py ~526-542): a real batch of the class and its decoded synthetic images (a random
+   `batch_syn_max` of them when there are more: IPC 50 keeps 128 of 200 tiles, as the
+   reference's `synset.sample` subsamples decoded tiles) share one augmentation draw; the
+   distance between their gradients (conv weights only: biases, norm parameters and the
+   classifier are skipped) is 'mse' (sum of squares) or 'l1' (sum of absolute values); one
+   image step on the shared momentum buffer, so class c's gradient is taken after the steps of
+   the classes before it, as in the reference;
 2. a network update on REAL data: `net_epochs` passes over `n_data` real images in batches of
-   `net_batch`, per-sample DSA (`net_strategy`) and CutMix (p `net_cutmix_p`, beta 1),
+   `net_batch`, per-sample augmentation (`net_strategy`) and CutMix (p `net_cutmix_p`, beta 1),
    SGD lr 0.01, momentum 0.9, wd 5e-4 (skipped after the last round: the network is discarded).
+
+Augmentation is IDC's own DiffAug composition (`augment_mode: IDC`, misc/augment.py): every
+family of the strategy each call (colour, then crop, then cutout for `color_crop_cutout`),
+Siamese in matching (one draw per class for its real and synthetic rows: DiffAug batch=True on
+their concatenation) and per sample in the network updates (condense.py ~356-369).
 
 The reference optimises images in pixel space ([0, 1], normalised inside its augmentation) and
 clamps them to [0, 1] every outer iteration; here images are stored normalised, so the gradient of
 channel c is scaled by 1/std_c**2 (SGD with momentum is linear: the same steps in pixel space) and
 the clamp is to the normalised image of [0, 1]. lr_img is the reference's value at IPC 10, scaled
-by ipc/10 as its `tune_lr_img` does. The per-class steps are emulated exactly from one vectorised
-backward pass, except that class c's gradient is taken at the round's start, before the momentum
-moves of the classes stepped before it (the reference recomputes it after them).
+by ipc/10 as its `tune_lr_img` does. `class_steps: round_start` is a faster approximation: every
+class's gradient from one vectorised pass at the round's start, then the per-class steps.
 Every synthetic batch comes through `SyntheticSet.batch()`, so FYI doubles the decoded batch.
 """
 
@@ -34,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
+from distillkit.augment.dsa import MODES
 from distillkit.errors import ConfigError
 from distillkit.evaluation.protocol import EvalSettings, batch_loss
 from distillkit.methods.base import Method, MethodContext, MethodSettings
@@ -41,6 +49,7 @@ from distillkit.methods.gradient_matching import GRADIENT_MODES, class_gradients
 from distillkit.settings import ranged
 
 METRICS = ("mse", "l1")
+CLASS_STEPS = ("sequential", "round_start")
 
 
 def idc_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str) -> Tensor:
@@ -71,6 +80,8 @@ class IDCSettings(MethodSettings):
     factor: int = ranged(2, minimum=1)
     matching_strategy: str | None = "color_crop_cutout"
     net_strategy: str | None = "color_crop"
+    augment_mode: str = "IDC"
+    class_steps: str = "sequential"
     lr_net: float = ranged(0.01, above=0)
     net_momentum: float = ranged(0.9, minimum=0)
     net_weight_decay: float = ranged(5e-4, minimum=0)
@@ -90,12 +101,20 @@ class IDCSettings(MethodSettings):
         for key in ("real_gradients", "syn_gradients"):
             if getattr(self, key) not in GRADIENT_MODES:
                 raise ConfigError(f"method.{key} must be one of {GRADIENT_MODES}")
+        if str(self.augment_mode).upper() not in MODES:
+            raise ConfigError(
+                f"method.augment_mode must be one of {MODES}, got {self.augment_mode!r}"
+            )
+        if self.class_steps not in CLASS_STEPS:
+            raise ConfigError(
+                f"method.class_steps must be one of {CLASS_STEPS}, got {self.class_steps!r}"
+            )
         if self.net_cutmix_p > 1:
             raise ConfigError(f"method.net_cutmix_p must be <= 1, got {self.net_cutmix_p}")
 
 
-def _augment(strategy: str | None) -> DSA | None:
-    return DSA.from_config({"strategy": strategy, "mode": "S"}) if strategy else None
+def _augment(strategy: str | None, mode: str) -> DSA | None:
+    return DSA.from_config({"strategy": strategy, "mode": mode}) if strategy else None
 
 
 class EfficientCondensation(Method):
@@ -108,8 +127,8 @@ class EfficientCondensation(Method):
         lr = s.lr_img * (self.synthetic.ipc / 10 if s.lr_img_per_ipc else 1.0)
         self.optimiser = self.image_optimiser(lr, s.momentum)
         self.batch_real = self.real_per_class(s.batch_real)
-        self.match_augment = _augment(s.matching_strategy)
-        self.net_augment = _augment(s.net_strategy)
+        self.match_augment = _augment(s.matching_strategy, s.augment_mode)
+        self.net_augment = _augment(s.net_strategy, s.augment_mode)
         self.net_recipe = EvalSettings(cutmix_p=s.net_cutmix_p, cutmix_beta=s.net_cutmix_beta)
         info, images = self.data.info, self.synthetic.images
         std = torch.tensor(info.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
@@ -123,47 +142,94 @@ class EfficientCondensation(Method):
         self.net_updates = 0
 
     # -- one round -----------------------------------------------------------------------------
-    def synthetic_rows(self) -> Tensor | None:
-        """Stored rows of this round: all, or per class the most whose decoded images fit in
-        batch_syn_max (a random choice each round, as the reference subsamples)."""
-        syn = self.synthetic
-        keep = max(1, self.settings.batch_syn_max // syn.factor**2)
-        if keep >= syn.ipc:
+    def decoded_subsample(self, classes: int = 1) -> Tensor | None:
+        """Decoded images kept per class (the first `classes` classes' decoded rows, class-
+        contiguous): all (None), or a random `batch_syn_max` of each class's, as the reference
+        subsamples the decoded tiles of a class (condense.py ~94-100, 183-193)."""
+        per_class = self.synthetic.images_per_class
+        keep = self.settings.batch_syn_max
+        if keep >= per_class:
             return None
         rows = [
-            c * syn.ipc + torch.randperm(syn.ipc, generator=self.generator)[:keep]
-            for c in range(syn.num_classes)
+            c * per_class + torch.randperm(per_class, generator=self.generator)[:keep]
+            for c in range(classes)
         ]
-        return torch.cat(rows).to(syn.device)
+        return torch.cat(rows).to(self.synthetic.device)
 
-    def matching_losses(self, net: nn.Module) -> Tensor:
-        """Per-class distances (K,) for one network, real batch and Siamese draw."""
-        s, k = self.settings, self.synthetic.num_classes
-        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
-        real, real_labels = self.real_view(real, real_labels)
-        syn, syn_labels = self.synthetic.batch(self.synthetic_rows())
+    def _distances(
+        self,
+        net: nn.Module,
+        real: Tensor,
+        real_labels: Tensor,
+        syn: Tensor,
+        syn_labels: Tensor,
+        k: int,
+        first_class: int = 0,
+    ) -> Tensor:
+        """Per-class distances (k,) after one Siamese draw per class."""
+        s = self.settings
         if self.match_augment is not None:
             real, syn = self.siamese_augment(
-                real, real_labels, syn, syn_labels, k, self.match_augment
-            )
+                real, real_labels - first_class, syn, syn_labels - first_class, k,
+                self.match_augment,
+            )  # fmt: skip
         with torch.no_grad():
-            g_real = class_gradients(net, real, real_labels, k, mode=s.real_gradients)
-        g_syn = class_gradients(net, syn, syn_labels, k, create_graph=True, mode=s.syn_gradients)
+            g_real = class_gradients(
+                net, real, real_labels, k, mode=s.real_gradients, first_class=first_class
+            )
+        g_syn = class_gradients(
+            net, syn, syn_labels, k, create_graph=True, mode=s.syn_gradients,
+            first_class=first_class,
+        )  # fmt: skip
         return idc_distance(g_syn, g_real, s.metric)
 
-    def image_steps(self, losses: Tensor) -> None:
-        """One SGD step per class, in class order, on the shared momentum buffer."""
-        images = self.synthetic.images
-        grad = torch.autograd.grad(losses.sum(), images)[0]
+    def matching_losses(self, net: nn.Module) -> Tensor:
+        """Per-class distances (K,) for one network at the current images (`round_start`)."""
+        k = self.synthetic.num_classes
+        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
+        real, real_labels = self.real_view(real, real_labels)
+        syn, syn_labels = self.synthetic.batch(None, self.decoded_subsample(k))
+        return self._distances(net, real, real_labels, syn, syn_labels, k)
+
+    def class_loss(self, net: nn.Module, c: int) -> Tensor:
+        """Class c's distance (1,) at the current images: its own real batch, decoded images
+        and augmentation draw (the reference's loop body, condense.py ~527-537)."""
+        real = self.data.sample_class(c, self.batch_real, self.generator)
+        real_labels = torch.full(
+            (real.shape[0],), c, dtype=self.data.train_labels.dtype, device=real.device
+        )
+        real, real_labels = self.real_view(real, real_labels)
+        rows = self.synthetic.class_rows(c)
+        syn, syn_labels = self.synthetic.batch(rows, self.decoded_subsample())
+        return self._distances(net, real, real_labels, syn, syn_labels, 1, first_class=c)
+
+    def _step_images(self, grad: Tensor) -> None:
         if self.grad_scale is not None:
             grad = grad * self.grad_scale
+        self.synthetic.images.grad = grad
+        self.optimiser.step()
+        self.synthetic.images.grad = None
+
+    def sequential_steps(self, net: nn.Module) -> Tensor:
+        """The reference's round: per class in order, its distance at the images the earlier
+        classes' steps (and the shared momentum) left, then one image step. Returns (K,)."""
+        losses = []
+        for c in range(self.synthetic.num_classes):
+            loss = self.class_loss(net, c)
+            self._step_images(torch.autograd.grad(loss.sum(), self.synthetic.images)[0])
+            losses.append(loss.detach())
+        return torch.cat(losses)
+
+    def image_steps(self, losses: Tensor) -> None:
+        """`round_start`: one SGD step per class, in class order, on the shared momentum buffer,
+        every class's gradient taken from `losses` (computed before any of the steps)."""
+        images = self.synthetic.images
+        grad = torch.autograd.grad(losses.sum(), images)[0]
         for c in range(self.synthetic.num_classes):
             rows = self.synthetic.class_rows(c)
             step = torch.zeros_like(grad)
             step[rows] = grad[rows]
-            images.grad = step
-            self.optimiser.step()
-        images.grad = None
+            self._step_images(step)
 
     def update_network(self, net: nn.Module, optimiser: torch.optim.Optimizer) -> None:
         """`net_epochs` passes over `n_data` random real images (the reference's train_epoch
@@ -202,8 +268,11 @@ class EfficientCondensation(Method):
         self.clamp_images()
         total = []
         for round_ in range(s.inner_loop):
-            losses = self.matching_losses(net)
-            self.image_steps(losses)
+            if s.class_steps == "sequential":
+                losses = self.sequential_steps(net)
+            else:
+                losses = self.matching_losses(net)
+                self.image_steps(losses)
             total.append(losses.detach().sum())
             if round_ < s.inner_loop - 1 and s.n_data > 0:
                 self.update_network(net, net_optimiser)
