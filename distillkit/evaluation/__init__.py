@@ -2,6 +2,7 @@
 
 from distillkit.evaluation.protocol import (
     EvalSettings,
+    evaluate_in_turn,
     evaluate_set,
     test_accuracy,
     train_and_test,
@@ -10,6 +11,7 @@ from distillkit.evaluation.protocol import (
 
 __all__ = [
     "EvalSettings",
+    "evaluate_in_turn",
     "evaluate_set",
     "test_accuracy",
     "train_and_test",

@@ -4,6 +4,7 @@ Published protocol (methods.md): SGD momentum 0.9, wd 5e-4, lr 0.01, batch 256, 
 per-sample DSA, lr x 0.1 once at E/2, accuracy of the final epoch, mean +- std over models.
 IDC's protocol adds CutMix (`cutmix_p`, `cutmix_beta`) and a two-step schedule (`lr_milestones`,
 `lr_gamma`); a wrapping optimiser with `set_closure` (GSAM, for FTD's experts) takes its steps.
+`evaluate_in_turn` trains each model on several sets one after another (FTD's reference quirk).
 """
 
 from __future__ import annotations
@@ -143,15 +144,18 @@ def train_network(
     lr: float | None = None,
     on_epoch: Callable[[int, nn.Module], None] | None = None,
     wrap_optimiser: Callable[[nn.Module, torch.optim.Optimizer], Any] | None = None,
+    net: nn.Module | None = None,
 ) -> nn.Module:
     """A fresh network trained on (images, labels) with the protocol's optimiser and schedule.
 
     `on_epoch(done, net)` sees the network before training (done=0) and after every epoch, so
     expert trajectories reuse this loop; it must not draw from `generator`. `wrap_optimiser`
     turns the SGD optimiser into another one (FTD's GSAM experts); a wrapper with `set_closure`
-    computes its own gradients (two passes for GSAM) on the same augmented batch.
+    computes its own gradients (two passes for GSAM) on the same augmented batch. `net`: train
+    this network further instead of a fresh one (trained in place and returned; nothing drawn
+    for an initialisation), with a new optimiser and the whole schedule from its start.
     """
-    net = factory(generator)
+    net = factory(generator) if net is None else net
     base_lr = settings.lr if lr is None else float(lr)
     optimiser: Any = torch.optim.SGD(
         net.parameters(),
@@ -241,9 +245,7 @@ def evaluate_set(
     for name in settings.models:
         arch = factory.for_architecture(name)
         accuracies: list[float] = []
-        model_augment = augment
-        if hasattr(augment, "for_network"):  # DC's evaluation: a strategy per architecture
-            model_augment = augment.for_network(arch(torch.Generator().manual_seed(0)))
+        model_augment = _augment_for(augment, arch)
         # A throwaway network from its own generator: nothing is drawn from the run's streams.
         if (
             stacked
@@ -281,8 +283,66 @@ def evaluate_set(
             accuracies.append(acc)
             bar.update(1)
             bar.set_postfix({name: f"{acc:.1f}%"}, refresh=False)
-        if not all(math.isfinite(acc) for acc in accuracies):
-            raise FloatingPointError(f"evaluation of {name} produced a non-finite accuracy")
+        _check_finite(name, accuracies)
         results[name] = summarise(accuracies)
     bar.close()
     return results
+
+
+def evaluate_in_turn(
+    sets: Sequence[tuple[Tensor, Tensor]],
+    data: Any,
+    factory: NetworkFactory,
+    settings: EvalSettings,
+    augment: DSA | None,
+    generator: torch.Generator,
+    lr: float | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> list[dict[str, dict[str, Any]]]:
+    """Each model trained on the sets in turn: a fresh network is trained on sets[0] and
+    tested, then trained further on sets[1] (a new optimiser, the whole schedule again) and
+    tested, and so on; one {architecture: {mean, std, runs, n}} per set, in order.
+
+    FTD's reference evaluates its EMA images this way, on the network it has just trained on
+    the raw images (FTD-distillation distill/distill_FTD.py ~223-242 with
+    utils/utils_baseline.py evaluate_synset ~352-389). Models are trained one after another
+    (never stacked); draws come from `generator` in that order.
+    """
+    sets = [(images.detach(), labels.detach()) for images, labels in sets]
+    results: list[dict[str, dict[str, Any]]] = [{} for _ in sets]
+    total = len(settings.models) * settings.num_models
+    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")
+    for name in settings.models:
+        arch = factory.for_architecture(name)
+        model_augment = _augment_for(augment, arch)
+        accuracies: list[list[float]] = [[] for _ in sets]
+        for _ in range(settings.num_models):
+            net = None
+            for (images, labels), accs in zip(sets, accuracies, strict=True):
+                net = train_network(
+                    arch, images, labels, settings, model_augment, generator, lr, net=net
+                )
+                accs.append(
+                    test_accuracy(net, data.test_images, data.test_labels, settings.test_batch_size)
+                )
+            bar.update(1)
+            bar.set_postfix({name: f"{accuracies[-1][-1]:.1f}%"}, refresh=False)
+        for result, accs in zip(results, accuracies, strict=True):
+            _check_finite(name, accs)
+            result[name] = summarise(accs)
+    bar.close()
+    return results
+
+
+def _augment_for(augment: Any, arch: NetworkFactory) -> Any:
+    """The evaluation augmentation for one architecture (DC's evaluation: a strategy per
+    architecture, read from a throwaway network that draws nothing from the run's streams)."""
+    if hasattr(augment, "for_network"):
+        return augment.for_network(arch(torch.Generator().manual_seed(0)))
+    return augment
+
+
+def _check_finite(name: str, accuracies: Sequence[float]) -> None:
+    if not all(math.isfinite(acc) for acc in accuracies):
+        raise FloatingPointError(f"evaluation of {name} produced a non-finite accuracy")

@@ -112,6 +112,20 @@ class Method:
         (FTD: the moving average of its images)."""
         return self.synthetic
 
+    #: What `evaluated_set` is, as results.json records it (`evaluated`).
+    evaluated_name = "synthetic"
+
+    def also_evaluated(self) -> dict[str, SyntheticSet]:
+        """Sets evaluated beside the evaluated set at every evaluation point, by name (FTD: its
+        raw images); none by default."""
+        return {}
+
+    @property
+    def evaluates_in_turn(self) -> bool:
+        """True: each evaluation network trains on `also_evaluated` first, then further on the
+        evaluated set (FTD's reference quirk); False: fresh networks for each set."""
+        return False
+
     @property
     def eval_lr(self) -> float | None:
         """Learning rate evaluation should use (None: the protocol's default)."""
