@@ -40,12 +40,23 @@ CHECKPOINT_KEYS = (
     "config",
 )
 #: Config keys that may differ between a checkpoint's run and the run that resumes it.
-#: (runtime.allocator only decides where host memory comes from: results are the same.)
+#: (runtime.allocator only decides where host memory comes from: results are the same. The
+#: other runtime switches change how the matching networks compute, not what is stored: the
+#: images, optimiser state and generators are fp32 and device-free, so a run written under
+#: `runtime=fast` continues under fp32 on a CPU without native bf16, and the other way round;
+#: `LoopState.runtimes` records which iterations ran under which, for results.json.)
+RUNTIME_SWITCHES = (
+    "runtime.precision",
+    "runtime.compile",
+    "runtime.channels_last",
+    "runtime.memory_budget",
+)
 RESUME_FREE_KEYS = frozenset(
     {
         "resume",
         "progress",
         "runtime.allocator",
+        *RUNTIME_SWITCHES,
         "checkpoint.every_s",
         "logger.wandb.group",
         "logger.wandb.job_type",
@@ -53,7 +64,7 @@ RESUME_FREE_KEYS = frozenset(
     }
 )
 #: Keys added after checkpoints were written: a checkpoint without one had this value.
-RESUME_DEFAULTS: dict[str, Any] = {"dataset.validation": 0}
+RESUME_DEFAULTS: dict[str, Any] = {"dataset.validation": 0, "method.ema_eval": "fresh"}
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,26 @@ class LoopState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     last_loss: float | None = None
     distil_s: float = 0.0
+    #: The runtime switches each stretch of iterations ran under: [{"from_iteration", "runtime"}].
+    runtimes: list[dict[str, Any]] = field(default_factory=list)
+
+    def note_runtime(self, runtime: Mapping[str, Any] | None) -> bool:
+        """Record that iterations from now on run under `runtime` (its compute switches);
+        True when that differs from the stretch before (a resume under another runtime)."""
+        switches = _runtime_switches(runtime)
+        if self.runtimes and self.runtimes[-1]["runtime"] == switches:
+            return False
+        if self.runtimes and self.runtimes[-1]["from_iteration"] == self.iteration:
+            self.runtimes.pop()  # no iteration ran under the previous one
+            return self.note_runtime(runtime)
+        changed = bool(self.runtimes)
+        self.runtimes.append({"from_iteration": self.iteration, "runtime": switches})
+        return changed
+
+
+def _runtime_switches(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    runtime = runtime or {}
+    return {k.split(".", 1)[1]: runtime.get(k.split(".", 1)[1]) for k in RUNTIME_SWITCHES}
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -211,11 +242,16 @@ def restore(
         raise ValueError(
             f"{path}: the checkpoint does not fit this run ({type(exc).__name__}: {detail})"
         ) from None
+    config = state["config"]
+    runtimes = state.get("runtimes") or [
+        {"from_iteration": 0, "runtime": _runtime_switches(config.get("runtime"))}
+    ]  # checkpoints from before the history was kept: all under the config's runtime
     return LoopState(
         iteration=int(state["iteration"]),
         evaluations=list(state["evaluations"]),
         last_loss=state["last_loss"],
         distil_s=float(state["distil_s"]),
+        runtimes=[dict(r) for r in runtimes],
     )
 
 
@@ -241,6 +277,7 @@ def snapshot(
         "distil_s": loop.distil_s,
         "wandb_run_id": logger_state["wandb_run_id"],
         "config": cfg,
+        "runtimes": loop.runtimes,
     }
 
 

@@ -47,19 +47,22 @@ def setting_label(cfg: Mapping[str, Any]) -> str:
     return f"{method}/{cfg['dataset']['name']}/ipc{cfg['ipc']}"
 
 
-def best_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The best evaluation point of the headline model, labelled as a test-set selection.
+def best_evaluation(
+    evaluations: Sequence[Mapping[str, Any]], key: str = "accuracy"
+) -> dict[str, Any] | None:
+    """The best evaluation point of the headline model, labelled as a test-set selection
+    (`key`: which accuracies of the evaluations, e.g. FTD's `raw`).
 
     MTT's papers report it; the headline stays the final point.
     """
-    model = next((m for e in evaluations for m in e["accuracy"]), None)
+    model = next((m for e in evaluations for m in e.get(key) or {}), None)
     if model is None:
         return None
     best = max(
-        (e for e in evaluations if model in e["accuracy"]),
-        key=lambda e: e["accuracy"][model]["mean"],
+        (e for e in evaluations if model in (e.get(key) or {})),
+        key=lambda e: e[key][model]["mean"],
     )
-    r = best["accuracy"][model]
+    r = best[key][model]
     return {
         "iteration": best["iteration"],
         "model": model,
@@ -85,9 +88,25 @@ def results(
     device: str,
     validation: dict[str, Any] | None = None,
     addons: Mapping[str, Any] | None = None,
+    evaluated: str = "synthetic",
+    also: Mapping[str, dict[str, Any]] | None = None,
+    runtimes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """results.json: the headline (first evaluation model's final accuracy) and everything
-    needed to place the run in a table without its config files."""
+    needed to place the run in a table without its config files.
+
+    `evaluated` names the set the headline, `accuracy`, `best` and `evaluations` measure (FTD:
+    `ema`). `also`: final accuracies of sets evaluated beside it, by name (FTD: `raw`), each
+    reported as `headline_<name>`, `accuracy_<name>` and `best_<name>` (over the evaluations'
+    `<name>` entries); the headline and the tables stay the evaluated set's. `runtimes`: the
+    runtime switches each stretch of iterations ran under (more than one when a run resumed
+    under another runtime).
+    """
+    beside: dict[str, Any] = {}
+    for name, accuracy in (also or {}).items():
+        beside[f"headline_{name}"] = headline_of(accuracy)
+        beside[f"accuracy_{name}"] = accuracy
+        beside[f"best_{name}"] = best_evaluation(evaluations, key=name)
     return {
         "method": cfg["method"]["name"],
         "regularizers": sorted(cfg.get("regularizer") or {}),
@@ -98,8 +117,10 @@ def results(
         "seed": cfg["seed"],
         "model": cfg["model"]["name"],
         "iterations": iterations,
+        "evaluated": evaluated,
         "headline": headline_of(final),
         "accuracy": final,
+        **beside,
         # Accuracy on `dataset.validation` images per class held out of the training split (the
         # objective of a search; None without a split), reported apart from the test accuracy.
         "validation": None
@@ -116,6 +137,7 @@ def results(
             "s_per_iteration": round(distil_s / iterations, 5) if iterations else None,
         },
         "device": device,
+        "runtimes": list(runtimes or []),
         "versions": versions(),
         "config": cfg,
     }

@@ -34,7 +34,7 @@ from distillkit.config import (
     validate_config,
     validate_resources,
 )
-from distillkit.evaluation import EvalSettings, evaluate_set
+from distillkit.evaluation import EvalSettings, evaluate_in_turn, evaluate_set
 from distillkit.io import load_torch, save_json
 from distillkit.logging import build_logger
 from distillkit.metrics.unequalness import unequalness
@@ -86,6 +86,13 @@ class Trainer:
         self._start = self.state.iteration
         if saved is not None:
             log.info("resuming from iteration %d (%s)", self._start, self.checkpoint.last_good)
+        if self.state.note_runtime(self.cfg.get("runtime")):
+            before = self.state.runtimes[-2]["runtime"] if len(self.state.runtimes) > 1 else {}
+            log.warning(
+                "resuming under another runtime (%s, written under %s): iterations from %d on "
+                "compute under the new switches (results.json `runtimes` records both)",
+                self.state.runtimes[-1]["runtime"], before, self._start,
+            )  # fmt: skip
         # Built after the state is in place: the local log restarts from the checkpoint's
         # records (no duplicated lines), W&B continues the checkpoint's run.
         self.logger = build_logger(
@@ -151,27 +158,52 @@ class Trainer:
     ) -> dict[str, dict[str, Any]]:
         """Test accuracy (eval/<arch>/*), or with `validation` the held-out validation split's
         (val/<arch>/*, fresh models from their own stream)."""
-        images, labels = self.method.evaluated_set().training_set()
-        accuracy = evaluate_set(
-            images,
-            labels,
-            self.data.validation_view() if validation else self.data,
-            self.bench.networks,
-            self.eval_settings,
-            self.eval_augment,
-            self.bench.generators["validation" if validation else f"eval/{iteration}"],
-            lr=self.method.eval_lr,
-            progress=self.progress,
-            desc=desc,
-        )
-        if not validation:
-            self.state.evaluations.append({"iteration": iteration, "accuracy": accuracy})
+        return self.evaluate_all(iteration, desc, validation)[0]
+
+    def evaluate_all(
+        self, iteration: int, desc: str, validation: bool = False
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+        """`evaluate`, plus the accuracies of the sets a method reports beside its evaluated
+        one (its `also_evaluated()`, by name: FTD's raw images), logged as eval_<name>/<arch>/*
+        and kept in each evaluation's record under the name. Those get fresh models from
+        stream eval/<iteration>/<name>, or with the method's `evaluates_in_turn` the same models,
+        trained on them first (evaluate_in_turn). A validation evaluates only the evaluated set
+        (in turn after the others when the method asks for it; their accuracies are not kept)."""
+        data = self.data.validation_view() if validation else self.data
+        stream = "validation" if validation else f"eval/{iteration}"
+        also = dict(self.method.also_evaluated())
+        in_turn = bool(also) and self.method.evaluates_in_turn
+        options = {"lr": self.method.eval_lr, "progress": self.progress, "desc": desc}
+        common = (self.bench.networks, self.eval_settings, self.eval_augment)
+        evaluated = self.method.evaluated_set().training_set()
+        others: dict[str, dict[str, dict[str, Any]]] = {}
+        if in_turn:
+            sets = [*(s.training_set() for s in also.values()), evaluated]
+            generator = self.bench.generators[stream]
+            *first, accuracy = evaluate_in_turn(sets, data, *common, generator, **options)
+            others = dict(zip(also, first, strict=True))
+        else:
+            accuracy = evaluate_set(
+                *evaluated, data, *common, self.bench.generators[stream], **options
+            )
+            for name, other in ({} if validation else also).items():
+                generator = self.bench.generators[f"{stream}/{name}"]
+                options["desc"] = f"{desc} ({name})"
+                others[name] = evaluate_set(
+                    *other.training_set(), data, *common, generator, **options
+                )
+        if validation:
+            others = {}
+        else:
+            self.state.evaluations.append({"iteration": iteration, "accuracy": accuracy, **others})
         prefix = "val" if validation else "eval"
-        self.logger.log_scalars(
-            {f"{prefix}/{a}/{s}": r[s] for a, r in accuracy.items() for s in ("mean", "std")},
-            iteration,
-        )
-        return accuracy
+        scalars = {f"{prefix}/{a}/{s}": r[s] for a, r in accuracy.items() for s in ("mean", "std")}
+        for name, acc in others.items():
+            scalars.update(
+                {f"eval_{name}/{a}/{s}": r[s] for a, r in acc.items() for s in ("mean", "std")}
+            )
+        self.logger.log_scalars(scalars, iteration)
+        return accuracy, others
 
     def measure_unequalness(self, iteration: int) -> dict[str, float]:
         """U(S) of the (decoded, un-transformed) synthetic set; logged as unequalness/<distance>."""
@@ -310,7 +342,7 @@ class Trainer:
             self.measure_unequalness(self.iterations) if self.cfg["unequalness"]["enabled"] else {}
         )
         evaluated = self.eval_settings.num_models > 0
-        final = self.evaluate(self.iterations, desc="evaluate") if evaluated else {}
+        final, also = self.evaluate_all(self.iterations, desc="evaluate") if evaluated else ({}, {})
         held_out = evaluated and self.data.validation is not None
         validation = self.evaluate(self.iterations, "validate", True) if held_out else None
         report = results(
@@ -326,10 +358,16 @@ class Trainer:
             device=str(self.device),
             validation=validation,
             addons={a.name: r for a in self.addons if (r := a.record()) is not None},
+            evaluated=self.method.evaluated_name,
+            also=also,
+            runtimes=self.state.runtimes,
         )
         save_json(report, self.run_dir / "results.json")
         self.logger.log_table("results", TABLE_COLUMNS, table_rows(report))
-        self.logger.log_summary(
-            {f"final/{arch}/{k}": r[k] for arch, r in final.items() for k in ("mean", "std")}
-        )
+        summary = {f"final/{arch}/{k}": r[k] for arch, r in final.items() for k in ("mean", "std")}
+        for name, acc in also.items():
+            summary.update(
+                {f"final_{name}/{a}/{k}": r[k] for a, r in acc.items() for k in ("mean", "std")}
+            )
+        self.logger.log_summary(summary)
         return report
