@@ -26,4 +26,22 @@ def _expose_hydra_plugin() -> None:
         hydra_plugins.__path__.append(folder)
 
 
+def _register_resolvers() -> None:
+    """`${distillkit.when:FLAG,TEXT}`: TEXT when FLAG is true, else "" (buffer names take `_flip`
+    under `dsa.always_flip`; OmegaConf has no conditional of its own)."""
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:
+        return
+    if not OmegaConf.has_resolver("distillkit.when"):
+        OmegaConf.register_new_resolver(
+            "distillkit.when", lambda flag, text: str(text) if _truthy(flag) else ""
+        )
+
+
+def _truthy(flag: object) -> bool:
+    return flag is True or str(flag).strip().lower() == "true"
+
+
 _expose_hydra_plugin()
+_register_resolvers()

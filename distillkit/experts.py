@@ -10,18 +10,24 @@ with an error that names the file instead of silently producing a bad distillati
 itself (naming, atomic writes, resume) is `shards.py`'s; the training loop is the evaluation
 protocol's. Shards are opened memory-mapped: sampling an expert reads only the two epochs it
 needs.
+
+The meta also records whether the experts' DSA was FYI's always-flip variant (`always_flip`): a
+run that distils with `dsa.always_flip=true` refuses a buffer of plain-DSA experts, and the
+reverse. FTD's experts take GSAM steps (`GSAM`, distillkit's own: FTD's alpha 1.0 included).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillkit.augment import DSA
 from distillkit.data.real import setting_facts
@@ -39,7 +45,10 @@ CHECKED_KEYS = (
     "normalisation",
     "architecture",
     "param_layout",
+    "always_flip",
 )
+#: Buffers written before `always_flip` was recorded were all trained with plain DSA.
+META_DEFAULTS: dict[str, Any] = {"always_flip": False}
 
 
 class ExpertBufferError(ValueError):
@@ -74,8 +83,18 @@ def parameter_layout(net: nn.Module) -> list[list[Any]]:
     return [[name, list(p.shape)] for name, p in net.named_parameters()]
 
 
-def buffer_meta(info: Any, factory: NetworkFactory, net: nn.Module | None = None) -> dict:
-    """The setting a buffer belongs to, from the dataset info and the network factory."""
+def buffer_meta(
+    info: Any,
+    factory: NetworkFactory,
+    net: nn.Module | None = None,
+    *,
+    always_flip: bool | None = False,
+) -> dict:
+    """The setting a buffer belongs to, from the dataset info and the network factory.
+
+    `always_flip`: the experts' DSA is FYI's always-flip variant (a p=0.5 flip, then one other
+    operation); as an expectation, None accepts either kind of buffer.
+    """
     if net is None:
         net = factory(torch.Generator().manual_seed(0))
     options = {k: v for k, v in dict(factory.options).items() if v is not None}
@@ -88,14 +107,26 @@ def buffer_meta(info: Any, factory: NetworkFactory, net: nn.Module | None = None
         "architecture": repr(net),
         "param_layout": layout,
         "num_params": int(sum(math.prod(shape) for _, shape in layout)),
+        "always_flip": None if always_flip is None else bool(always_flip),
     }
 
 
 def check_meta(path: Path, saved: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Refuse a shard made for another setting; the message names the file and the difference."""
-    key = mismatch(saved, expected, CHECKED_KEYS)
+    saved = {**META_DEFAULTS, **saved}
+    expected = {**META_DEFAULTS, **expected}
+    keys = [k for k in CHECKED_KEYS if not (k == "always_flip" and expected[k] is None)]
+    key = mismatch(saved, expected, keys)
     if key is None:
         return
+    if key == "always_flip":
+        kinds = {True: "FYI's always-flip DSA (dsa.always_flip=true)", False: "plain DSA"}
+        raise ExpertBufferError(
+            f"{path}: this expert buffer was trained with {kinds[bool(saved[key])]}, but the run "
+            f"uses {kinds[bool(expected[key])]}; train experts with distillkit-experts "
+            f"dsa.always_flip={str(bool(expected[key])).lower()} (its default buffer_dir ends in "
+            "_flip when on) or point method.buffer at a matching buffer"
+        )
     if key in ("architecture", "param_layout"):  # the module tree is compared, the name shown
         key = "model"
     raise ExpertBufferError(
@@ -114,7 +145,8 @@ class ExpertSettings:
     """The published expert recipe: SGD lr 0.01, no momentum or weight decay, batch 256.
 
     `optimiser="gsam"` is FTD's: the same SGD steps taken along GSAM's direction (surrogate-gap
-    guided sharpness-aware minimisation; FTD's buffer_FTD.py: rho 0.01, alpha 0.4, adaptive).
+    guided sharpness-aware minimisation; FTD's buffer_FTD.py: rho 0.01, alpha 0.4, adaptive; its
+    table trains alpha 1.0 for most cells, which `GSAM` takes).
     """
 
     epochs: int = 50
@@ -128,6 +160,10 @@ class ExpertSettings:
     def __post_init__(self) -> None:
         if self.optimiser not in OPTIMISERS:
             raise ValueError(f"optimiser must be one of {OPTIMISERS}, got {self.optimiser!r}")
+        if not (self.rho >= 0 and self.gsam_alpha >= 0):  # also refuses NaN
+            raise ValueError(
+                f"gsam.rho and gsam.alpha must be >= 0, got {self.rho} and {self.gsam_alpha}"
+            )
 
     def recipe(self) -> dict[str, Any]:
         """What a shard records of how its experts were trained (beyond the shared keys)."""
@@ -141,27 +177,117 @@ class ExpertSettings:
         }
 
 
-def gsam_wrapper(settings: ExpertSettings) -> Callable[[nn.Module, torch.optim.Optimizer], Any]:
-    """GSAM around the expert's SGD (pytorch-optimizer's implementation, which takes the same
-    update as FTD's bundled gsam.py; tests/test_ftd.py checks it against the formula). rho is
-    constant, as in FTD (rho_max = rho_min, a constant lr)."""
-    from pytorch_optimizer import GSAM
-    from pytorch_optimizer.lr_scheduler.proportion import ProportionScheduler
+@contextmanager
+def _frozen_batchnorm_statistics(net: nn.Module) -> Iterator[None]:
+    """BatchNorm momentum 0 (running statistics kept) for GSAM's second, perturbed pass, as
+    FTD's gsam/util.py disable_running_stats / enable_running_stats."""
+    saved = [(m, m.momentum) for m in net.modules() if isinstance(m, _BatchNorm)]
+    for module, _ in saved:
+        module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, momentum in saved:
+            module.momentum = momentum
 
-    def wrap(net: nn.Module, base: torch.optim.Optimizer) -> Any:
-        lr = base.param_groups[0]["lr"]
-        constant = torch.optim.lr_scheduler.LambdaLR(base, lambda _: 1.0)
-        rho = ProportionScheduler(
-            constant, max_lr=lr, min_lr=lr, max_value=settings.rho, min_value=settings.rho
-        )
-        return GSAM(
-            net.parameters(),
-            base_optimizer=base,
-            model=net,
-            rho_scheduler=rho,
-            alpha=settings.gsam_alpha,
-            adaptive=settings.adaptive,
-        )
+
+class GSAM:
+    """Surrogate-gap guided sharpness-aware minimisation (Zhuang et al., ICLR 2022) around an SGD
+    optimiser: the update of FTD's bundled GSAM (AngusDujw/FTD-distillation, buffer/gsam/gsam.py,
+    `GSAM.step`), in its order of operations.
+
+    distillkit's own because pytorch-optimizer's GSAM refuses alpha >= 1 ("alpha must be in the
+    range [0.0, 1.0)") while FTD's table trains experts with alpha 1.0 in 6 of its 8 cells; FTD's
+    gsam.py has no limit on alpha. One step on a batch, with g the gradient at the weights w and
+    every norm taken over all parameters together:
+
+    1. e = rho g / (||g * |w| || + eps) * w^2 (adaptive; otherwise rho g / (||g|| + eps)); w += e.
+    2. g' = the gradient at w + e (BatchNorm running statistics frozen for this pass).
+    3. g_perp = g - cos(g, g') ||g|| g' / (||g'|| + eps), cos = <g, g'> / (||g'|| ||g|| + eps):
+       the component of g orthogonal to g'.
+    4. w -= e; the base optimiser steps with the gradient g' - alpha g_perp.
+
+    rho is a constant: FTD's ProportionScheduler ties it to a learning rate that buffer_FTD.py
+    keeps constant (StepLR with gamma 1, rho_max = rho_min), so it always returns rho_max.
+    Single process (FTD's gradient all-reduce across workers is not needed here).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        base: torch.optim.Optimizer,
+        rho: float,
+        alpha: float,
+        adaptive: bool = True,
+        eps: float = 1e-12,
+    ) -> None:
+        if rho < 0 or alpha < 0:
+            raise ValueError(f"GSAM needs rho >= 0 and alpha >= 0, got rho={rho}, alpha={alpha}")
+        self.model, self.base = model, base
+        self.rho, self.alpha, self.adaptive, self.eps = float(rho), float(alpha), adaptive, eps
+        self._batch: tuple[Callable[[Tensor, Tensor], Tensor], Tensor, Tensor] | None = None
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The base optimiser's groups (a learning-rate schedule writes `lr` into them)."""
+        return self.base.param_groups
+
+    def set_closure(
+        self, loss_fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, targets: Tensor
+    ) -> None:
+        """The batch and loss of the next `step` (both passes use the same augmented batch)."""
+        self._batch = (loss_fn, inputs, targets)
+
+    def _gradients(self) -> tuple[Tensor, Tensor]:
+        if self._batch is None:
+            raise RuntimeError("GSAM.step needs set_closure(loss_fn, inputs, targets) first")
+        loss_fn, inputs, targets = self._batch
+        self.base.zero_grad()
+        with torch.enable_grad():
+            outputs = self.model(inputs)
+            loss = loss_fn(outputs, targets)
+        loss.backward()
+        return outputs.detach(), loss.detach()
+
+    @staticmethod
+    def _norm(tensors: list[Tensor]) -> Tensor:
+        return torch.norm(torch.stack([t.norm(p=2) for t in tensors]), p=2)
+
+    @torch.no_grad()
+    def step(self) -> tuple[Tensor, Tensor]:
+        """One GSAM step on the batch of `set_closure`; returns (outputs, loss) at w."""
+        outputs, loss = self._gradients()
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        old = [p.grad.clone() for p in params]
+        weighted = [(p.abs() * p.grad) if self.adaptive else p.grad for p in params]
+        scale = self.rho / (self._norm(weighted) + self.eps)
+        perturbation = []
+        for p in params:
+            e = p.grad * scale.to(p)
+            if self.adaptive:
+                e *= torch.pow(p, 2)
+            p.add_(e)
+            perturbation.append(e)
+        with _frozen_batchnorm_statistics(self.model):
+            self._gradients()
+        new = [p.grad for p in params]
+        inner = sum(torch.sum(a * b) for a, b in zip(old, new, strict=True))
+        new_norm, old_norm = self._norm(new), self._norm(old)
+        cosine = inner / (new_norm * old_norm + self.eps)
+        for g_old, g_new in zip(old, new, strict=True):
+            vertical = g_old - cosine * old_norm * g_new / (new_norm + self.eps)
+            g_new.add_(vertical, alpha=-self.alpha)
+        for p, e in zip(params, perturbation, strict=True):
+            p.sub_(e)
+        self.base.step()
+        return outputs, loss
+
+
+def gsam_wrapper(settings: ExpertSettings) -> Callable[[nn.Module, torch.optim.Optimizer], GSAM]:
+    """GSAM (rho, alpha, adaptive of `settings`) around the expert's SGD."""
+
+    def wrap(net: nn.Module, base: torch.optim.Optimizer) -> GSAM:
+        return GSAM(net, base, settings.rho, settings.gsam_alpha, settings.adaptive)
 
     return wrap
 
@@ -229,12 +355,14 @@ def train_experts(
     """Train experts 0..num_experts-1 into `directory`, `experts_per_shard` per shard file.
 
     Resumable: experts already in the directory's shards (of this setting and recipe) are kept
-    and new shards take the next free numbers. Expert i draws everything from
+    and new shards take the next free numbers (a buffer of the other DSA kind, plain or
+    always-flip, is refused). Expert i draws everything from
     `generator_for(i)`, so a buffer grown in several runs holds the same experts as one made at
     once. Returns the shard files written.
     """
     directory = Path(directory)
-    meta = buffer_meta(data.info, factory)
+    flip = augment is not None and augment.enabled and augment.always_flip
+    meta = buffer_meta(data.info, factory, always_flip=flip)
     training = {
         "epochs": settings.epochs,
         "lr": settings.lr,

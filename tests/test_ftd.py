@@ -1,5 +1,6 @@
-"""FTD: GSAM experts (against the GSAM formula), the EMA of the images (what is evaluated and
-saved), FYI's doubled student batches, the unequalness score, resume, the published table."""
+"""FTD: GSAM experts (the GSAM step itself against the formula and FTD's gsam.py: in
+tests/test_experts_gsam.py), the EMA of the images (what is evaluated and saved), FYI's doubled
+student batches, the unequalness score, resume, the published table."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import (
     FTD_PUBLISHED,
     build_addons,
@@ -19,13 +19,11 @@ from conftest import (
     resumed_twin,
     student_batches,
 )
-from torch.func import functional_call
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
 from distillkit.errors import ConfigError
-from distillkit.evaluation.protocol import EvalSettings, train_network
-from distillkit.experts import ExpertBuffer, ExpertSettings, gsam_wrapper, train_experts
+from distillkit.experts import ExpertBuffer, ExpertSettings, train_experts
 from distillkit.methods.base import MethodContext
 from distillkit.methods.ftd import FlatTrajectoryDistillation
 from distillkit.networks import NetworkFactory
@@ -103,62 +101,6 @@ def _meta(data, factory):
     from distillkit.experts import buffer_meta
 
     return buffer_meta(data.info, factory)
-
-
-def _gsam_by_hand(net, w, x, y, lr, rho, alpha, eps=1e-12):
-    """One GSAM step (Zhuang et al. 2022; FTD's gsam.py, adaptive) written from the formula:
-    e = rho |w|^2 g / (|| |w| g || + eps); g' = the gradient at w + e;
-    w <- w - lr (g' - alpha (g - cos(g, g') ||g|| g' / ||g'||))."""
-    names = [n for n, _ in net.named_parameters()]
-
-    def grads(params):
-        params = [p.detach().requires_grad_(True) for p in params]
-        loss = F.cross_entropy(functional_call(net, dict(zip(names, params, strict=True)), (x,)), y)
-        return torch.autograd.grad(loss, params)
-
-    def norm(ts):
-        return torch.sqrt(sum((t * t).sum() for t in ts))
-
-    g = grads(w)
-    scale = rho / (norm([p.abs() * gi for p, gi in zip(w, g, strict=True)]) + eps)
-    g2 = grads([p + p * p * gi * scale for p, gi in zip(w, g, strict=True)])
-    cos = sum((a * b).sum() for a, b in zip(g, g2, strict=True)) / (norm(g) * norm(g2) + eps)
-    new = []
-    for p, gi, g2i in zip(w, g, g2, strict=True):
-        vertical = gi - cos * norm(g) * g2i / (norm(g2) + eps)
-        new.append(p - lr * (g2i - alpha * vertical))
-    return new
-
-
-def test_gsam_update_matches_the_formula_on_a_tiny_network():
-    factory = NetworkFactory("MLP", 1, 3, (4, 4), {}, "cpu")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 1, 4, 4, generator=gen)
-    y = torch.randint(3, (8,), generator=gen)
-    settings = ExpertSettings(optimiser="gsam", rho=0.05, gsam_alpha=0.4)
-    recipe = EvalSettings(epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=8)
-    seen = []
-
-    def keep(_done, net):
-        seen.append([p.detach().clone() for p in net.parameters()])
-
-    net = train_network(
-        factory, x, y, recipe, None, torch.Generator().manual_seed(1), on_epoch=keep,
-        wrap_optimiser=gsam_wrapper(settings),
-    )  # fmt: skip
-    start, after = seen
-    expected = _gsam_by_hand(net, start, x, y, lr=0.1, rho=0.05, alpha=0.4)
-    plain = [p - 0.1 * g for p, g in zip(start, _grads_at(net, start, x, y), strict=True)]
-    for got, want in zip(after, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
-    assert any(not torch.allclose(a, s, atol=1e-7) for a, s in zip(after, plain, strict=True))
-
-
-def _grads_at(net, params, x, y):
-    names = [n for n, _ in net.named_parameters()]
-    params = [p.detach().requires_grad_(True) for p in params]
-    loss = F.cross_entropy(functional_call(net, dict(zip(names, params, strict=True)), (x,)), y)
-    return torch.autograd.grad(loss, params)
 
 
 # -- the EMA -------------------------------------------------------------------------------------

@@ -125,7 +125,11 @@ class TrajectoryMatching(Method):
         self.student = FunctionalNetwork(net)
         if not s.buffer:
             raise ValueError("method.buffer: the expert buffer directory is not set")
-        self.buffer = ExpertBuffer.open(s.buffer, buffer_meta(self.data.info, ctx.networks, net))
+        # The experts' DSA kind must be the run's (dsa.always_flip); no matching DSA: either.
+        augment = ctx.augment
+        flip = augment.always_flip if augment is not None and augment.enabled else None
+        expected = buffer_meta(self.data.info, ctx.networks, net, always_flip=flip)
+        self.buffer = ExpertBuffer.open(s.buffer, expected)
         needed = self.max_start_epoch - 1 + self.expert_epochs
         if needed > self.buffer.epochs:
             raise ValueError(

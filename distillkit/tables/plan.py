@@ -57,6 +57,10 @@ SMOKE_METHOD = {
 }
 #: Methods that read an expert buffer, and the distillkit-experts options of their experts.
 EXPERT_METHODS = {"mtt": (), "ftd": ("optimizer=gsam",)}
+#: Overrides of a table or protocol that the experts share with the distillation: their DSA
+#: (FYI's protocol trains and reads always-flip experts: dsa.always_flip=true); the first is the
+#: switch, the others the strategy.
+EXPERT_AUGMENT_KEYS = ("dsa.always_flip=", "dsa.strategy=", "dataset.dsa_strategy=")
 #: Published prerequisite sizes (methods.md): MTT's experts, IID's pre-trained pool.
 PAPER_EXPERTS = ("num_experts=100", "epochs=50")
 PAPER_POOL = ("pool.size=1000", "pool.epochs=40")  # distillkit.pool.PUBLISHED_POOL
@@ -167,7 +171,7 @@ def make_plan(
     if chosen is not None:
         root = root / chosen.name
     seeds = range(distillations or (1 if scale == "smoke" else spec.distillations))
-    prerequisites = _prerequisites(spec, scale, root)
+    prerequisites = _prerequisites(spec, scale, root, chosen)
     jobs: list[Job] = []
     for row in spec.rows:
         for dataset in spec.datasets:
@@ -229,7 +233,8 @@ def _job_overrides(
         if row.method in ("idm", "idc") and ipc * 4 > DIGITS_SMALLEST_CLASS:
             overrides.append("synthetic.init=noise")  # too few digits for real mosaics
         if row.method in EXPERT_METHODS:
-            overrides.append(f"method.buffer={_smoke_dir(root, _experts_kind(row.method))}")
+            kind = _experts_kind(row.method, _smoke_flip(spec, protocol))
+            overrides.append(f"method.buffer={_smoke_dir(root, kind)}")
             if row.method == "ftd":
                 overrides.append("method.gsam_alpha=null")  # the smoke buffer's default alpha
         if _needs_pool(row.regularizers):
@@ -241,9 +246,31 @@ def _needs_pool(regularizers: Sequence[str]) -> bool:
     return any(r in ("iid", "cc") for r in regularizers)
 
 
-def _experts_kind(method: str) -> str:
-    """The smoke prerequisite a method's buffer is: SGD experts, or FTD's GSAM experts."""
-    return "experts" if method == "mtt" else f"experts_{method}"
+def _experts_kind(method: str, flip: bool = False) -> str:
+    """The smoke prerequisite a method's buffer is: SGD experts, or FTD's GSAM experts (with
+    `_flip` for always-flip experts, as distillkit-experts names its default buffer)."""
+    kind = "experts" if method == "mtt" else f"experts_{method}"
+    return f"{kind}_flip" if flip else kind
+
+
+def _smoke_augment(spec: TableSpec, protocol: Protocol | None) -> tuple[str, ...]:
+    """The smoke jobs' DSA overrides the experts must share (the table's, then the protocol's)."""
+    chosen = (
+        *spec.overrides,
+        *(protocol.smoke_overrides if protocol else ()),
+        *spec.smoke_overrides,
+    )
+    return tuple(o for o in chosen if o.startswith(EXPERT_AUGMENT_KEYS))
+
+
+def _smoke_flip(spec: TableSpec, protocol: Protocol | None) -> bool:
+    """Whether the smoke jobs distil with dsa.always_flip=true (the last such override wins)."""
+    flips = [
+        o.partition("=")[2].strip().lower()
+        for o in _smoke_augment(spec, protocol)
+        if o.startswith("dsa.always_flip=")
+    ]
+    return bool(flips) and flips[-1] == "true"
 
 
 def _smoke_dir(root: Path, kind: str) -> Path:
@@ -254,21 +281,27 @@ def _python(module: str, function: str) -> tuple[str, ...]:
     return (sys.executable, "-c", f"from {module} import {function}; {function}()")
 
 
-def _prerequisites(spec: TableSpec, scale: str, root: Path) -> list[Prerequisite]:
-    """Smoke: a one-expert buffer, a one-member pool (digits). Paper: paper_prerequisites."""
+def _prerequisites(
+    spec: TableSpec, scale: str, root: Path, protocol: Protocol | None = None
+) -> list[Prerequisite]:
+    """Smoke: a one-expert buffer (with the protocol's DSA: always-flip experts under FYI's),
+    a one-member pool (digits). Paper: paper_prerequisites."""
     if scale != "smoke":
         return []
     wanted = []
+    augment = _smoke_augment(spec, protocol)
     for method, options in EXPERT_METHODS.items():
         if not any(r.method == method for r in spec.rows):
             continue
-        directory = _smoke_dir(root, _experts_kind(method))
+        directory = _smoke_dir(root, _experts_kind(method, _smoke_flip(spec, protocol)))
         args = (
             *SMOKE_DATA,
+            *(o for o in augment if o.startswith("dataset.")),
             "model.width=8",
             "num_experts=1",
             "epochs=2",
             *options,
+            *(o for o in augment if o.startswith("dsa.")),
             "device=cpu",
             "progress=false",
             f"buffer_dir={directory}",
@@ -321,7 +354,9 @@ def compose_jobs(jobs: Sequence[Sequence[str]]) -> list[Any]:
 
 def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequisite]:
     """The expert buffers and IID pools the paper-scale jobs read, found by composing one job of
-    each (method, dataset, ipc) that needs them; each with the published-size build command."""
+    each (method, dataset, ipc) that needs them; each with the published-size build command.
+    Experts share the job's DSA: under dsa.always_flip=true (FYI's protocol) they are FYI's
+    always-flip experts, in the `_flip` buffer the job's method.buffer names."""
     from omegaconf import OmegaConf
 
     data_args = tuple(o for o in extra if o.startswith(("dataset.", "device=")))
@@ -350,6 +385,10 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
             alpha = OmegaConf.select(cfg, "method.gsam_alpha", default=None)
             if alpha is not None:
                 options = (*options, f"gsam.alpha={alpha}")
+            if any(o.startswith(EXPERT_AUGMENT_KEYS[1:]) for o in job.overrides):
+                options = (*options, f"dsa.strategy={cfg.dsa.strategy}")  # a job's own strategy
+            if OmegaConf.select(cfg, "dsa.always_flip", default=False):
+                options = (*options, "dsa.always_flip=true")
             args = (*base, *data_args, *PAPER_EXPERTS, *options, f"buffer_dir={directory}")
             wanted.setdefault(
                 directory,
