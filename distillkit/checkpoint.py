@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from distillkit.io import load_torch, remove_stale_temporaries, save_torch
+from distillkit.keys import check_keys
 from distillkit.seeding import RunGenerators
 
 CHECKPOINT_FORMAT = "distillkit.checkpoint/2"
@@ -185,8 +186,12 @@ class CheckpointSchedule:
         self.every, self.every_s = int(every), float(every_s)
         self._since = time.monotonic()
 
+    #: The keys of a run's `checkpoint` block.
+    KEYS = frozenset({"every", "every_s"})
+
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> CheckpointSchedule:
+        check_keys(cfg, "checkpoint", cls.KEYS)
         return cls(int(cfg.get("every", 0) or 0), float(cfg.get("every_s", 0) or 0))
 
     def due(self, done: int, total: int) -> bool:

@@ -13,8 +13,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from distillkit.errors import ConfigError
+from distillkit.keys import check_keys
 
-__all__ = ["ConfigError", "as_dict", "resolve_device", "validate_config", "validate_resources"]
+__all__ = [
+    "ConfigError",
+    "as_dict",
+    "check_known_keys",
+    "resolve_device",
+    "validate_config",
+    "validate_resources",
+]
 
 
 def as_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
@@ -91,12 +99,66 @@ NON_NEGATIVE_INTEGERS = (
 NON_NEGATIVE_NUMBERS = ("eval.momentum", "eval.weight_decay")
 
 
+#: The blocks of a run's config (conf/config.yaml and its groups); a key outside them is refused.
+RUN_KEYS = frozenset(
+    {
+        "seed", "ipc", "device", "progress", "log_every", "resume",
+        "dataset", "method", "regularizer", "model", "eval", "logger", "runtime",
+        "synthetic", "dsa", "unequalness", "checkpoint", "images",
+    }
+)  # fmt: skip
+#: The blocks the training loop itself reads (distillkit.trainer).
+LOOP_BLOCKS: dict[str, frozenset[str]] = {
+    "synthetic": frozenset({"init", "factor"}),
+    "unequalness": frozenset({"enabled", "every", "distances", "num_nets"}),
+    "images": frozenset({"every", "max_per_class", "flips"}),
+}
+
+
+def check_known_keys(cfg: Mapping[str, Any]) -> None:
+    """Every key of a composed run config is one some component reads, else one line naming it
+    and the nearest valid key (`method.batch_reall: unknown key (did you mean batch_real?)`):
+    command-line overrides, `++` additions, tuned files and presets are all in `cfg` by now.
+    Each block's keys come from the component that reads it."""
+    from distillkit.addons.base import addon_class
+    from distillkit.augment.dsa import _CONFIG_KEYS as DSA_KEYS
+    from distillkit.checkpoint import CheckpointSchedule
+    from distillkit.data.registry import dataset_keys
+    from distillkit.evaluation.protocol import EvalSettings
+    from distillkit.logging.build import LOGGER_KEYS, WANDB_KEYS
+    from distillkit.methods import method_class
+    from distillkit.models.catalog import model_keys
+    from distillkit.runtime import RUNTIME_KEYS
+
+    check_keys(cfg, "", RUN_KEYS)
+    blocks: dict[str, Any] = {
+        **LOOP_BLOCKS,
+        "dsa": DSA_KEYS,
+        "checkpoint": CheckpointSchedule.KEYS,
+        "runtime": RUNTIME_KEYS,
+        "logger": LOGGER_KEYS,
+        "eval": EvalSettings.keys(),
+        "method": method_class(cfg["method"]).Settings.keys(),
+        "dataset": dataset_keys(str(_get(cfg, "dataset.name"))),
+        "model": model_keys(str(_get(cfg, "model.name"))),
+    }
+    for section, allowed in blocks.items():
+        if allowed is not None and isinstance(cfg.get(section), Mapping):
+            check_keys(cfg[section], section, allowed)
+    check_keys(_get(cfg, "logger.wandb"), "logger.wandb", WANDB_KEYS)
+    for name, options in (cfg.get("regularizer") or {}).items():
+        if isinstance(options, Mapping):
+            settings = addon_class(str(name), options).Settings
+            check_keys(options, f"regularizer.{name}", settings.keys())
+
+
 def validate_config(cfg: Mapping[str, Any]) -> None:
-    """Checks that need no data: numbers in range, known names."""
+    """Checks that need no data: every key known, numbers in range, known names."""
     from distillkit.data import available_datasets
     from distillkit.methods import method_class
     from distillkit.models import available_models
 
+    check_known_keys(cfg)
     ipc = cfg["ipc"]
     _require(
         isinstance(ipc, int) and not isinstance(ipc, bool) and ipc >= 1,

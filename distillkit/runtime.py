@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from distillkit.allocator import check_allocator
+from distillkit.keys import check_keys
 from distillkit.memory import auto_budget, parse_budget
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -82,6 +83,10 @@ def auto_precision(device: torch.device) -> str:
     return "fp32"
 
 
+#: The keys of a run's `runtime` block (conf/runtime/*.yaml).
+RUNTIME_KEYS = frozenset({"precision", "compile", "channels_last", "allocator", "memory_budget"})
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Resolved speed settings for one device."""
@@ -106,11 +111,7 @@ class Runtime:
     ) -> Runtime:
         """Resolve `auto` per device; a missing block means all-auto."""
         cfg = dict(cfg or {})
-        allowed = {"precision", "compile", "channels_last", "allocator", "memory_budget"}
-        unknown = sorted(set(cfg) - allowed)
-        if unknown:
-            names = ", ".join(sorted(allowed))
-            raise ValueError(f"unknown runtime keys {unknown}; allowed: {names}")
+        check_keys(cfg, "runtime", RUNTIME_KEYS)
         check_allocator(cfg.get("allocator"))  # process-wide: applied by the Trainer
         device = torch.device(device)
         precision = str(cfg.get("precision") or "auto").strip().lower()

@@ -3,7 +3,9 @@
 A method or add-on declares `Settings = SomeSettings`; `SomeSettings.from_config(cfg, "method")`
 keeps the keys that name a field, converts each to the field's type and checks its range, so a
 bad value is one line naming its dotted path (`method.lr_img must be > 0, got -1`) before any
-data is loaded. Keys that name no field are left to others (`iterations` is the trainer's).
+data is loaded. A key that names no field is refused the same way, with the nearest valid key
+(`method.batch_reall: unknown key (did you mean batch_real?)`): a misspelt override, `++`
+addition or tuned-file key never runs silently.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from distillkit.errors import ConfigError
+from distillkit.keys import check_keys
 
 
 def component_class(target: Any, base: type, unknown: str) -> type:
@@ -45,8 +48,10 @@ class Settings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None, section: str = "") -> Self:
-        """The settings named in `cfg` (others take their defaults), typed and range-checked."""
+        """The settings named in `cfg` (others take their defaults), typed and range-checked;
+        a key that names no field is a ConfigError."""
         cfg = cfg or {}
+        check_keys(cfg, section, cls.keys())
         hints = typing.get_type_hints(cls)
         values = {}
         for field in dataclasses.fields(cls):
@@ -64,6 +69,11 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return settings
+
+    @classmethod
+    def keys(cls) -> frozenset[str]:
+        """The keys this block may set: its fields."""
+        return frozenset(f.name for f in dataclasses.fields(cls))
 
     def check(self) -> None:
         """Checks across fields (single-field ranges are declared with `ranged`)."""

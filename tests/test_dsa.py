@@ -258,7 +258,7 @@ def test_from_config_and_validation() -> None:
     dsa = DSA.from_config(cfg)
     assert dsa.families == ("crop", "flip") and dsa.mode == "M" and dsa.scale == 1.5
     assert DSA.from_config({}).families == FAMILIES
-    with pytest.raises(ValueError, match="unknown DSA config keys"):
+    with pytest.raises(ValueError, match=r"dsa.prob: unknown key"):
         DSA.from_config({"strategy": "flip", "prob": 0.5})
     with pytest.raises(ValueError, match="unknown DSA families"):
         DSA("color_blur")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from distillkit.augment import ops
+from distillkit.keys import check_keys
 
 FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 _DISABLED = ("", "none")
@@ -128,9 +129,7 @@ class DSA:
         `always_flip` forces the FYI reference's flip-first variant (evaluation's switch).
         """
         items = dict(cfg.items())
-        unknown = sorted(set(items) - set(_CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"unknown DSA config keys {unknown}; allowed: {list(_CONFIG_KEYS)}")
+        check_keys(items, "dsa", _CONFIG_KEYS)
         if always_flip:
             items["always_flip"] = True
         return cls(**items)

@@ -64,6 +64,16 @@ def available_datasets() -> list[str]:
     return sorted(REGISTRY)
 
 
+#: `dataset` block keys read by the trainer, not the loader (`dsa_strategy` is the augmentation's).
+RUN_KEYS = frozenset({"name", "root", "download", "dsa_strategy", "validation"})
+
+
+def dataset_keys(name: str) -> frozenset[str] | None:
+    """The keys a run's `dataset` block may set for dataset `name` (None: no such dataset)."""
+    spec = REGISTRY.get(str(name).strip().lower().replace("-", "_"))
+    return None if spec is None else frozenset(spec.options | COMMON_OPTIONS | RUN_KEYS)
+
+
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
     """The data root: `root`, else $DISTILLKIT_DATA, else ./data (made absolute)."""
     chosen = root if root not in (None, "") else os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT
@@ -109,8 +119,7 @@ def load_from_config(dataset_cfg: Mapping[str, Any], device: str | torch.device)
     """Load a run's `dataset` block: its `name`, `root`, `download` and the dataset's options
     (`dsa_strategy` is the augmentation's, not the loader's); an option the dataset does not take
     is a ConfigError."""
-    skip = {"name", "root", "download", "dsa_strategy", "validation"}
-    options = {k: v for k, v in dataset_cfg.items() if k not in skip}
+    options = {k: v for k, v in dataset_cfg.items() if k not in RUN_KEYS}
     validation = int(dataset_cfg.get("validation") or 0)
     try:
         data = load_dataset(

@@ -27,6 +27,7 @@ from distillkit.evaluation.stacked import (
     supports_stacking,
     train_and_test_stacked,
 )
+from distillkit.keys import check_keys
 from distillkit.networks import NetworkFactory
 from distillkit.progress import progress_bar
 
@@ -67,6 +68,15 @@ class EvalSettings:
     #: 1 - lam (lam ~ Beta(beta, beta)) is pasted from a shuffled batch; 0 = off.
     cutmix_p: float = 0.0
     cutmix_beta: float = 1.0
+    #: How evaluation models are augmented (read by distillkit.assembly.evaluation_augment):
+    #: dsa (per-sample DSA when `dsa`), dc (DC's get_daparam) or none; `always_flip` (FYI's
+    #: flip-first), `dsa_strategy` / `dsa_mode` in place of the run's `dsa` block's.
+    augment: str = "dsa"
+    always_flip: bool = False
+    dsa_strategy: str | None = None
+    dsa_mode: str | None = None
+    #: Iterations of distillation at which to also evaluate (the trainer's schedule).
+    at: tuple[int, ...] = ()
 
     @property
     def needs_plain_loop(self) -> bool:
@@ -82,9 +92,18 @@ class EvalSettings:
         return self.lr_gamma if epoch >= decay_epoch > 0 else 1.0
 
     @classmethod
+    def keys(cls) -> frozenset[str]:
+        """The keys of a run's `eval` block: the fields."""
+        return frozenset(f.name for f in fields(cls))
+
+    @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
+        """The `eval` block; a key that names no field is a ConfigError (did you mean ...)."""
         known = {f.name for f in fields(cls)}
+        check_keys(cfg, "eval", known)
         values = {k: v for k, v in dict(cfg).items() if k in known}
+        if "at" in values:
+            values["at"] = tuple(int(i) for i in values["at"] or ())
         if "models" in values:
             values["models"] = tuple(str(m) for m in values["models"])
         if "lr_milestones" in values:

@@ -60,6 +60,13 @@ class MultiLogger(Logger):
             logger.finish(failed)
 
 
+#: The keys of a run's `logger` block and of its `wandb` part (conf/logger/*.yaml).
+LOGGER_KEYS = frozenset({"wandb"})
+WANDB_KEYS = frozenset(
+    {"enabled", "mode", "project", "entity", "group", "job_type", "tags", "console"}
+)
+
+
 def build_logger(
     logger_cfg: Mapping[str, Any],
     run_dir: Path,

@@ -50,9 +50,17 @@ class MethodContext:
 class MethodSettings(Settings):
     """What the trainer reads of every method's config."""
 
+    #: The method's name in results and tables (the group file's name).
+    name: str = ""
     iterations: int = ranged(0, minimum=0)
     #: Siamese DSA while distilling (the run's `dsa` block).
     dsa: bool = False
+    #: The method's published defaults for other groups, read there by interpolation:
+    #: `synthetic.init` (real | noise), `eval.augment` (dsa | dc | none) and `eval.epochs`
+    #: per dataset name (`default` for the rest). None: those groups' own defaults.
+    init: str | None = None
+    eval_augment: str | None = None
+    eval_epochs: dict[str, int] | None = None
 
 
 class Method:

@@ -38,6 +38,8 @@ class IDMSettings(MethodSettings):
     momentum: float = ranged(0.5, minimum=0)
     batch_real: int = ranged(256, minimum=1)
     batch_train: int = ranged(256, minimum=1)
+    #: Partition-and-expansion factor (the trainer decodes with it instead of synthetic.factor).
+    factor: int = ranged(2, minimum=1)
     net_num: int = ranged(100, minimum=1)
     initial_nets: int = ranged(3, minimum=1)
     net_generate_interval: int = ranged(30, minimum=1)

@@ -63,6 +63,12 @@ def _options_of(cls: Builder) -> list[str]:
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
+def model_keys(name: str) -> frozenset[str] | None:
+    """The keys a run's `model` block may set for model `name` (None: no such model)."""
+    key = _BY_KEY.get(str(name).lower())
+    return None if key is None else frozenset({"name", *_options_of(_MODELS[key][0])})
+
+
 def build_model(
     name: str, channels: int, num_classes: int, image_size: int | Size, **options: Any
 ) -> DistillNet:
