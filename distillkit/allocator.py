@@ -20,6 +20,8 @@ import ctypes.util
 import functools
 import platform
 
+from distillkit.errors import ConfigError
+
 ALLOCATORS = ("auto", "retain", "system")
 
 # mallopt parameter numbers from glibc's <malloc.h>.
@@ -50,10 +52,12 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def check_allocator(value: object) -> str:
-    """The normalised `runtime.allocator` choice, or ValueError naming the allowed ones."""
+    """The normalised `runtime.allocator` choice, or ConfigError naming the allowed ones."""
     text = "auto" if value is None else str(value).strip().lower()
     if text not in ALLOCATORS:
-        raise ValueError(f"runtime.allocator must be one of {', '.join(ALLOCATORS)}, got {value!r}")
+        raise ConfigError(
+            f"runtime.allocator must be one of {', '.join(ALLOCATORS)}, got {value!r}"
+        )
     return text
 
 

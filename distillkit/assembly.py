@@ -20,6 +20,7 @@ from distillkit.augment import DSA
 from distillkit.augment.dc import DCEvaluationAugment
 from distillkit.config import ConfigError, resolve_device, synthetic_factor
 from distillkit.data import RealData, load_from_config
+from distillkit.errors import InputError
 from distillkit.methods import Method, MethodContext, method_class
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
@@ -143,7 +144,7 @@ def load_saved_set(
     synthetic, saved = SyntheticSet.load(path, device)
     cfg = saved.get("config")
     if not cfg or "dataset" not in cfg:
-        raise ValueError(f"{path}: the file carries no run configuration to evaluate with")
+        raise InputError(f"{path}: the file carries no run configuration to evaluate with")
     dataset_cfg = dict(cfg["dataset"])
     if saved.get("zca") is not None:
         dataset_cfg["zca_state"] = saved["zca"]

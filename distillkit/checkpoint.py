@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from distillkit.errors import InputError
 from distillkit.io import load_torch, remove_stale_temporaries, save_torch
 from distillkit.keys import check_keys
 from distillkit.seeding import RunGenerators
@@ -127,19 +128,19 @@ def read_checkpoint(path: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
     state = load_torch(path, "distillkit checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
+        raise InputError(
             f"{path}: not a distillkit checkpoint of this version (format {found!r}, "
             f"expected {CHECKPOINT_FORMAT!r})"
         )
     missing = [k for k in CHECKPOINT_KEYS if k not in state]
     if missing:
-        raise ValueError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+        raise InputError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     if not isinstance(state["config"], Mapping):
-        raise ValueError(f"{path}: the checkpoint's configuration is not a mapping")
+        raise InputError(f"{path}: the checkpoint's configuration is not a mapping")
     differences = config_differences(state["config"], cfg)
     if differences:
         shown = ", ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
-        raise ValueError(
+        raise InputError(
             f"{path} was written by a different configuration (differs in {shown}); "
             "re-run with the same overrides, or use a new run directory"
         )
@@ -215,17 +216,17 @@ def check_fits(state: Mapping[str, Any], synthetic: Any, iterations: int, path: 
     expected = tuple(synthetic.images.shape)
     if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
         found = tuple(images.shape) if isinstance(images, torch.Tensor) else None
-        raise ValueError(f"{path}: synthetic images of shape {found}, this run has {expected}")
+        raise InputError(f"{path}: synthetic images of shape {found}, this run has {expected}")
     if not isinstance(labels, torch.Tensor) or labels.shape != synthetic.labels.shape:
-        raise ValueError(f"{path}: synthetic labels do not fit this run")
+        raise InputError(f"{path}: synthetic labels do not fit this run")
     problem = RunGenerators.check_state(state["generators"])
     if problem:
-        raise ValueError(f"{path}: {problem}")
+        raise InputError(f"{path}: {problem}")
     iteration = state["iteration"]
     if not isinstance(iteration, int) or not 0 <= iteration <= iterations:
-        raise ValueError(f"{path}: iteration {iteration!r} is not in 0..{iterations}")
+        raise InputError(f"{path}: iteration {iteration!r} is not in 0..{iterations}")
     if not isinstance(state["evaluations"], list) or not isinstance(state["metrics"], list):
-        raise ValueError(f"{path}: evaluations and metrics must be lists")
+        raise InputError(f"{path}: evaluations and metrics must be lists")
 
 
 def restore(
@@ -244,7 +245,7 @@ def restore(
         generators.load_state_dict(state["generators"])
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
         detail = " ".join(str(exc).split())[:200]
-        raise ValueError(
+        raise InputError(
             f"{path}: the checkpoint does not fit this run ({type(exc).__name__}: {detail})"
         ) from None
     config = state["config"]

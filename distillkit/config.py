@@ -6,7 +6,7 @@ that cut across components, and the plain-dict view of a composed config the lib
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -115,11 +115,12 @@ LOOP_BLOCKS: dict[str, frozenset[str]] = {
 }
 
 
-def check_known_keys(cfg: Mapping[str, Any]) -> None:
+def check_known_keys(cfg: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> None:
     """Every key of a composed run config is one some component reads, else one line naming it
     and the nearest valid key (`method.batch_reall: unknown key (did you mean batch_real?)`):
     command-line overrides, `++` additions, tuned files and presets are all in `cfg` by now.
-    Each block's keys come from the component that reads it."""
+    Each block's keys come from the component that reads it; `extra_keys` are top-level keys of
+    a command built on the run's config (distillkit-continual's `steps`, `orders`, `compare`)."""
     from distillkit.addons.base import addon_class
     from distillkit.augment.dsa import _CONFIG_KEYS as DSA_KEYS
     from distillkit.checkpoint import CheckpointSchedule
@@ -130,7 +131,7 @@ def check_known_keys(cfg: Mapping[str, Any]) -> None:
     from distillkit.models.catalog import model_keys
     from distillkit.runtime import RUNTIME_KEYS
 
-    check_keys(cfg, "", RUN_KEYS)
+    check_keys(cfg, "", RUN_KEYS | set(extra_keys))
     blocks: dict[str, Any] = {
         **LOOP_BLOCKS,
         "dsa": DSA_KEYS,
@@ -152,13 +153,14 @@ def check_known_keys(cfg: Mapping[str, Any]) -> None:
             check_keys(options, f"regularizer.{name}", settings.keys())
 
 
-def validate_config(cfg: Mapping[str, Any]) -> None:
-    """Checks that need no data: every key known, numbers in range, known names."""
+def validate_config(cfg: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> None:
+    """Checks that need no data: every key known (`extra_keys`: see check_known_keys), numbers
+    in range, known names."""
     from distillkit.data import available_datasets
     from distillkit.methods import method_class
     from distillkit.models import available_models
 
-    check_known_keys(cfg)
+    check_known_keys(cfg, extra_keys)
     ipc = cfg["ipc"]
     _require(
         isinstance(ipc, int) and not isinstance(ipc, bool) and ipc >= 1,
@@ -195,10 +197,7 @@ def _check_switches(cfg: Mapping[str, Any]) -> None:
 
     runtime = _get(cfg, "runtime")
     if runtime is not None:
-        try:
-            Runtime.from_config(runtime, "cpu")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        Runtime.from_config(runtime, "cpu")  # ConfigError on a bad switch
     stacked = _get(cfg, "eval.stacked")
     if stacked is not None and not isinstance(stacked, bool):
         _require(

@@ -23,12 +23,15 @@ from distillkit.addons import AddOn, SetupContext, build_addons
 from distillkit.assembly import Bench, build_distillation, evaluation_augment
 from distillkit.config import synthetic_factor
 from distillkit.data import RealData
+from distillkit.errors import ConfigError
 from distillkit.evaluation import EvalSettings, evaluate_set
 from distillkit.methods import method_class
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators, derive_seed
 from distillkit.visualize import save_line_plot
 
+#: The top-level keys conf/continual.yaml adds to a run's config (checked with the run's own).
+CONTINUAL_KEYS = frozenset({"steps", "orders", "compare"})
 FIELDS = ["label", "order", "step", "classes_seen", "new_classes", "images", "model", "mean", "std"]
 
 
@@ -69,7 +72,7 @@ def class_orders(num_classes: int, orders: int, seed: int) -> list[list[int]]:
 def split_steps(order: Sequence[int], steps: int) -> list[list[int]]:
     """The order cut into `steps` consecutive groups (sizes differ by at most one)."""
     if not 1 <= steps <= len(order):
-        raise ValueError(f"steps must be in [1, {len(order)}], got {steps}")
+        raise ConfigError(f"steps must be in [1, {len(order)}], got {steps}")
     return [part.tolist() for part in torch.tensor_split(torch.as_tensor(order), steps)]
 
 
@@ -112,7 +115,7 @@ def run_continual(
     seed = int(cfg["seed"])
     ipc, steps, orders = int(cfg["ipc"]), int(cfg["steps"]), int(cfg["orders"])
     if orders < 1:
-        raise ValueError(f"orders must be >= 1, got {orders}")
+        raise ConfigError(f"orders must be >= 1, got {orders}")
     method = method_class(cfg["method"])
     # Built once: a pool (CC) is loaded and checked against the whole dataset once per run.
     addons = build_addons(

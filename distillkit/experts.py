@@ -31,6 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillkit.augment import DSA
 from distillkit.data.real import setting_facts
+from distillkit.errors import ConfigError, InputError
 from distillkit.evaluation.protocol import EvalSettings, train_network
 from distillkit.networks import NetworkFactory
 from distillkit.shards import Shard, ShardKind, mismatch
@@ -51,7 +52,7 @@ CHECKED_KEYS = (
 META_DEFAULTS: dict[str, Any] = {"always_flip": False}
 
 
-class ExpertBufferError(ValueError):
+class ExpertBufferError(InputError):
     """A buffer that cannot serve this run (missing, unreadable, foreign or mismatched)."""
 
 
@@ -159,9 +160,9 @@ class ExpertSettings:
 
     def __post_init__(self) -> None:
         if self.optimiser not in OPTIMISERS:
-            raise ValueError(f"optimiser must be one of {OPTIMISERS}, got {self.optimiser!r}")
+            raise ConfigError(f"optimiser must be one of {OPTIMISERS}, got {self.optimiser!r}")
         if not (self.rho >= 0 and self.gsam_alpha >= 0):  # also refuses NaN
-            raise ValueError(
+            raise ConfigError(
                 f"gsam.rho and gsam.alpha must be >= 0, got {self.rho} and {self.gsam_alpha}"
             )
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from distillkit.errors import InputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -72,7 +74,7 @@ def load_torch(path: str | Path, what: str, *, weights_only: bool = True) -> Any
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # truncated, corrupt or foreign: all get the same clear message
         detail = " ".join(str(exc).split())[:200]
-        raise ValueError(
+        raise InputError(
             f"{path}: not a readable {what} (truncated, corrupt or foreign file: "
             f"{type(exc).__name__}: {detail})"
         ) from None

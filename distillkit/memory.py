@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from distillkit.errors import ConfigError
+
 #: `auto` on the CPU: 256 MiB of (estimated) activations per chunk, under half the published DM
 #: loop's one class of 256 CIFAR images through ConvNet-3 width 128 (about 0.56 GiB by this
 #: estimate). At 512 MiB DM and the unequalness score peaked at up to 1.49x the per-class loop's
@@ -37,23 +39,23 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE
 
 def parse_budget(value: object) -> int | None:
     """`runtime.memory_budget` in bytes: None for auto; an int (bytes) or '512MiB', '2g', '1.5GB'
-    (binary units either way); 0 means no chunking (one pass). ValueError otherwise."""
+    (binary units either way); 0 means no chunking (one pass). ConfigError otherwise."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
     if isinstance(value, bool):
-        raise ValueError(f"runtime.memory_budget must be auto, bytes or a size, got {value!r}")
+        raise ConfigError(f"runtime.memory_budget must be auto, bytes or a size, got {value!r}")
     if isinstance(value, int | float):
         number, unit = float(value), ""
     else:
         match = _SIZE.match(str(value))
         if not match:
-            raise ValueError(
+            raise ConfigError(
                 "runtime.memory_budget must be auto, a number of bytes or a size such as "
                 f"512MiB or 2GiB, got {value!r}"
             )
         number, unit = float(match.group(1)), match.group(2).lower()
     if number < 0:
-        raise ValueError(f"runtime.memory_budget must be >= 0, got {value!r}")
+        raise ConfigError(f"runtime.memory_budget must be >= 0, got {value!r}")
     return int(number * _UNITS[unit])
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from distillkit.data.real import setting_facts
 from distillkit.data.registry import REGISTRY
+from distillkit.errors import ConfigError, InputError
 from distillkit.evaluation.protocol import EvalSettings, train_network
 from distillkit.networks import NetworkFactory
 from distillkit.shards import Shard, ShardKind, mismatch
@@ -32,7 +33,7 @@ from distillkit.shards import Shard, ShardKind, mismatch
 CHECKED_KEYS = ("dataset", "channels", "image_size", "num_classes", "zca", "normalisation")
 
 
-class PoolError(ValueError):
+class PoolError(InputError):
     """A pool that cannot serve this run (unreadable, foreign or mismatched)."""
 
 
@@ -176,9 +177,9 @@ def write_shard(
 
 
 def check_pool_size(size: int, members_per_shard: int) -> None:
-    """ValueError unless both counts are >= 1 (checked before any data is loaded)."""
+    """ConfigError unless both counts are >= 1 (checked before any data is loaded)."""
     if size < 1 or members_per_shard < 1:
-        raise ValueError(
+        raise ConfigError(
             f"pool.size and members_per_shard must be >= 1, got {size}, {members_per_shard}"
         )
 

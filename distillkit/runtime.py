@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from distillkit.allocator import check_allocator
+from distillkit.errors import ConfigError
 from distillkit.keys import check_keys
 from distillkit.memory import auto_budget, parse_budget
 
@@ -63,7 +64,7 @@ def _switch(name: str, value: Any, auto: bool) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"runtime.{name} must be auto, true or false, got {value!r}")
+    raise ConfigError(f"runtime.{name} must be auto, true or false, got {value!r}")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -100,7 +101,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"runtime.precision must be auto or one of {', '.join(PRECISIONS)}, "
                 f"got {self.precision!r}"
             )

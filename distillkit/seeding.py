@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import torch
 
+from distillkit.errors import InputError
+
 
 def derive_seed(seed: int, name: str) -> int:
     """A stable 63-bit seed for stream `name`, independent of Python's hash randomisation."""
@@ -37,7 +39,7 @@ class RunGenerators:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         problem = self.check_state(state)
         if problem:
-            raise ValueError(f"generator states: {problem}")
+            raise InputError(f"generator states: {problem}")
         for name, value in state.items():
             self[name].set_state(value)
 

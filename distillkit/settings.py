@@ -62,12 +62,7 @@ class Settings:
             _check_range(value, field.metadata, path)
             values[field.name] = value
         settings = cls(**values)
-        try:
-            settings.check()
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        settings.check()  # raises ConfigError; anything else is a bug and keeps its traceback
         return settings
 
     @classmethod

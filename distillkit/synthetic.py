@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillkit.errors import ConfigError, InputError
 from distillkit.io import load_torch, save_torch
 
 BatchTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -72,7 +73,7 @@ class SyntheticSet:
             images = torch.randn((k * ipc, c, h, w), generator=generator)
             labels = torch.arange(k).repeat_interleave(ipc)
         else:
-            raise ValueError(f"synthetic.init must be 'real' or 'noise', got {init!r}")
+            raise ConfigError(f"synthetic.init must be 'real' or 'noise', got {init!r}")
         device = data.train_images.device
         return cls(
             images.to(device),
@@ -168,12 +169,12 @@ class SyntheticSet:
         path = Path(path)
         state = load_torch(path, "synthetic-set file", weights_only=False)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a distillkit synthetic set (missing format {FORMAT!r})")
+            raise InputError(f"{path}: not a distillkit synthetic set (missing format {FORMAT!r})")
         missing = [k for k in ("images", "labels", "ipc", "num_classes") if k not in state]
         if missing:
-            raise ValueError(f"{path}: incomplete synthetic set, missing {', '.join(missing)}")
+            raise InputError(f"{path}: incomplete synthetic set, missing {', '.join(missing)}")
         if not isinstance(state["images"], Tensor) or not isinstance(state["labels"], Tensor):
-            raise ValueError(f"{path}: the synthetic set's images or labels are not tensors")
+            raise InputError(f"{path}: the synthetic set's images or labels are not tensors")
         try:
             synthetic = cls(
                 state["images"].to(device),
@@ -184,7 +185,7 @@ class SyntheticSet:
                 factor=state.get("factor", 1),
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: inconsistent synthetic set ({exc})") from None
+            raise InputError(f"{path}: inconsistent synthetic set ({exc})") from None
         return synthetic, state
 
 
@@ -202,7 +203,7 @@ def decode_mosaic(x: Tensor, y: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     upsample each tile back to the full size (bilinear); labels repeat per tile."""
     n, c, h, w = x.shape
     if h % factor or w % factor:
-        raise ValueError(f"image size {h}x{w} is not divisible by factor {factor}")
+        raise ConfigError(f"image size {h}x{w} is not divisible by factor {factor}")
     th, tw = h // factor, w // factor
     tiles = x.reshape(n, c, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5)
     tiles = tiles.reshape(n * factor * factor, c, th, tw)

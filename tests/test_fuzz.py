@@ -14,7 +14,7 @@ from conftest import TINY, compose_config, group_options
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from distillkit.config import ConfigError
+from distillkit.errors import UserError
 from distillkit.trainer import Trainer
 
 GROUPS = ["dataset", "method", "regularizer", "ipc", "model", "eval", "logger", "experiment"]
@@ -29,7 +29,7 @@ EXTRAS = [
     "eval.at=[1]",
 ]
 #: What a user may see: one clear line from the CLI (exit 2) or the numerical-failure line.
-CLEAR_ERRORS = (ConfigError, FileNotFoundError, ValueError, FloatingPointError)
+CLEAR_ERRORS = (UserError, FileNotFoundError, FloatingPointError)
 COMBINATIONS = 16
 #: Per-method settings that keep one iteration to a fraction of a second (keys each one has).
 QUICK_METHOD = {

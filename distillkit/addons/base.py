@@ -133,7 +133,7 @@ def resolve_weight(name: str, weight: Any, method: str | Sequence[str]) -> float
     if isinstance(weight, Mapping):
         known = next((m for m in family if m in weight), None)
         if known is None:
-            raise ValueError(
+            raise ConfigError(
                 f"regularizer {name!r} has no weight for method {family[0]!r} (weights given for "
                 f"{', '.join(sorted(weight))}); set regularizer.{name}.weight.{family[0]}=..."
             )
@@ -141,9 +141,11 @@ def resolve_weight(name: str, weight: Any, method: str | Sequence[str]) -> float
     try:
         value = float(weight)
     except (TypeError, ValueError):
-        raise ValueError(f"regularizer {name!r}: weight must be a number, got {weight!r}") from None
+        raise ConfigError(
+            f"regularizer {name!r}: weight must be a number, got {weight!r}"
+        ) from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"regularizer {name!r}: weight must be finite and >= 0, got {value}")
+        raise ConfigError(f"regularizer {name!r}: weight must be finite and >= 0, got {value}")
     return value
 
 
@@ -171,12 +173,7 @@ def build_addons(
                 "subclasses)"
             )
         options.pop("_target_")
-        try:
-            addons.append(cls(options))
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(str(exc)) from None
+        addons.append(cls(options))  # Settings.from_config: a bad option is a ConfigError
     if context is not None:
         family = method.family() if method is not None else ("base",)
         setup_addons(addons, family, context)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from distillkit.addons.base import AddOn, LossContext, SetupContext
 from distillkit.classwise import class_means
+from distillkit.errors import ConfigError
 from distillkit.pool import (
     PoolNotFoundError,
     PretrainedPool,
@@ -63,7 +64,7 @@ class CCSettings(Settings):
 
     def check(self) -> None:
         if self.form not in FORMS:
-            raise ValueError(f"regularizer cc: form must be one of {FORMS}, got {self.form!r}")
+            raise ConfigError(f"regularizer cc: form must be one of {FORMS}, got {self.form!r}")
 
 
 class ClassCentralisation(AddOn):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from distillkit.addons.base import AddOn, LossContext, SetupContext
+from distillkit.errors import ConfigError
 from distillkit.settings import Settings
 
 #: How a feature map (C, h, w) becomes the matrix whose rows are correlated: `channels` C x hw
@@ -76,7 +77,7 @@ class CMSettings(Settings):
 
     def check(self) -> None:
         if self.layout not in LAYOUTS:
-            raise ValueError(
+            raise ConfigError(
                 f"regularizer cm: layout must be one of {LAYOUTS}, got {self.layout!r}"
             )
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillkit.errors import ConfigError
+
 OPERATIONS = ("crop", "scale", "rotate", "noise")
 
 
@@ -48,7 +50,7 @@ class DCAugment:
         names = () if strategy in ("", "none") else tuple(strategy.split("_"))
         unknown = [n for n in names if n not in OPERATIONS]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown DC augmentation {unknown} in {strategy!r}; known {OPERATIONS}"
             )
         self.strategy, self.operations = strategy, names

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from distillkit.augment import ops
+from distillkit.errors import ConfigError
 from distillkit.keys import check_keys
 
 FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
@@ -87,18 +88,18 @@ class DSA:
         self.families = self._parse_strategy(self.strategy)
         self.mode = str(mode).upper()
         if self.mode not in MODES:
-            raise ValueError(f"DSA mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"DSA mode must be one of {MODES}, got {mode!r}")
         self.always_flip = bool(always_flip)
         if self.always_flip and self.families and "flip" not in self.families:
-            raise ValueError(
+            raise ConfigError(
                 f"always_flip=True needs 'flip' in the strategy, got {self.strategy!r}"
             )
         if scale < 1.0:
-            raise ValueError(f"scale must be >= 1 (sx ~ U[1/scale, scale]), got {scale}")
+            raise ConfigError(f"scale must be >= 1 (sx ~ U[1/scale, scale]), got {scale}")
         if rotate_deg < 0:
-            raise ValueError(f"rotate_deg must be >= 0, got {rotate_deg}")
+            raise ConfigError(f"rotate_deg must be >= 0, got {rotate_deg}")
         if not 0.0 <= crop_ratio < 1.0 or not 0.0 <= cutout_ratio <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 <= crop_ratio < 1, 0 <= cutout_ratio <= 1, got "
                 f"{crop_ratio}, {cutout_ratio}"
             )
@@ -117,9 +118,9 @@ class DSA:
         names = tuple(strategy.split("_"))
         unknown = [n for n in names if n not in FAMILIES]
         if unknown:
-            raise ValueError(f"unknown DSA families {unknown} in {strategy!r}; known: {FAMILIES}")
+            raise ConfigError(f"unknown DSA families {unknown} in {strategy!r}; known: {FAMILIES}")
         if len(set(names)) != len(names):
-            raise ValueError(f"DSA strategy repeats a family: {strategy!r}")
+            raise ConfigError(f"DSA strategy repeats a family: {strategy!r}")
         return names
 
     @classmethod

@@ -16,6 +16,7 @@ from distillkit.assembly import Bench
 from distillkit.augment import DSA
 from distillkit.cli._common import exit_on_user_errors, run_hydra_app
 from distillkit.config import as_dict
+from distillkit.errors import InputError
 from distillkit.evaluation import EvalSettings, test_accuracy, train_network
 from distillkit.io import save_json, save_torch
 from distillkit.metrics.cam import mirror_symmetry, plot_frequency, region_frequency
@@ -34,7 +35,7 @@ def run_cam_analysis(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         try:
             net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         except RuntimeError as exc:
-            raise ValueError(f"{path}: does not fit {cfg['model']['name']} here ({exc})") from None
+            raise InputError(f"{path}: does not fit {cfg['model']['name']} here ({exc})") from None
     else:
         train = cfg["train"]
         settings = EvalSettings(

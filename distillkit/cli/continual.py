@@ -29,9 +29,9 @@ def continual_rows(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list
     """(this run's rows, the compared runs' rows, the dataset's name)."""
     from distillkit.assembly import Bench
     from distillkit.config import validate_against_data, validate_config, validate_resources
-    from distillkit.continual import read_csv, run_continual
+    from distillkit.continual import CONTINUAL_KEYS, read_csv, run_continual
 
-    validate_config(settings)
+    validate_config(settings, CONTINUAL_KEYS)
     validate_resources(settings)
     bench = Bench.from_config(settings)
     validate_against_data(settings, bench.data)

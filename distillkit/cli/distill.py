@@ -4,57 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from distillkit.cli._common import EXIT_NUMERICAL, EXIT_USER, USER_ERRORS, report, run_hydra_app
-from distillkit.io import save_json
+from distillkit.cli._common import hydra_command
 
-#: Jobs of this process's multirun that failed: (job directory, error line).
-FAILED_JOBS: list[tuple[Path, str]] = []
-#: What a failed job returns to the sweeper. Optuna's sweeper (hydra-optuna-sweeper 1.3 with
-#: optuna 2.10) records a value that is not float-castable as a failed trial and goes on;
-#: NaN would make it pass the value along with the failed state, which optuna refuses (the
-#: whole search stops). The basic sweeper ignores return values.
-FAILED_VALUE = None
+#: The composed config this command runs (conf/config.yaml and its groups).
+CONFIG_NAME = "config"
 
 log = logging.getLogger("distillkit")
 
 
 def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _record_failure(cfg: DictConfig, run_dir: Path, exc: BaseException) -> None:
-    """failed.json in the job's directory (the table renderer marks the cell), one line out."""
-
-    def pick(path: str) -> object:
-        return OmegaConf.select(cfg, path, default=None)
-
-    regularizers = pick("regularizer")
-    record = {
-        "status": "failed",
-        "error": type(exc).__name__,
-        "message": str(exc),
-        "method": pick("method.name"),
-        "regularizers": sorted(regularizers) if isinstance(regularizers, DictConfig) else [],
-        "dataset": pick("dataset.name"),
-        "ipc": pick("ipc"),
-        "seed": pick("seed"),
-        "model": pick("model.name"),
-    }
-    if not isinstance(exc, USER_ERRORS + (FloatingPointError,)):
-        record["traceback"] = traceback.format_exception(exc)
-    save_json(record, run_dir / "failed.json")
-    line = f"job {HydraConfig.get().job.num} failed ({type(exc).__name__}): {exc}"
-    FAILED_JOBS.append((run_dir, line))
-    print(f"distillkit: {line} -> {run_dir / 'failed.json'}", file=sys.stderr)
 
 
 def default_sweep_group(cfg: DictConfig) -> None:
@@ -75,10 +41,10 @@ def objective(results: dict) -> float | None:
     return None if headline is None else headline["mean"]
 
 
-@hydra.main(config_path="pkg://distillkit.conf", config_name="config", version_base="1.3")
 def distill_job(cfg: DictConfig) -> float | None:
     """One job: a Trainer run in Hydra's output directory; returns the objective (validation
-    accuracy when `dataset.validation` > 0, else the headline test accuracy)."""
+    accuracy when `dataset.validation` > 0, else the headline test accuracy). Errors propagate
+    to the command's job runner (`_common.run_task`: the exit status, or a multirun failure)."""
     from distillkit.trainer import RunInterrupted, Trainer  # torch loads only for a job
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -88,17 +54,6 @@ def distill_job(cfg: DictConfig) -> float | None:
     except RunInterrupted as exc:  # stops a whole sweep too
         print(f"distillkit: interrupted: {exc}", file=sys.stderr)
         raise SystemExit(128 + exc.signum) from None
-    except Exception as exc:
-        if _is_multirun():  # one failing job must not stop the others
-            _record_failure(cfg, run_dir, exc)
-            return FAILED_VALUE
-        if isinstance(exc, FloatingPointError):
-            report(exc)
-            raise SystemExit(EXIT_NUMERICAL) from None
-        if isinstance(exc, USER_ERRORS):
-            report(exc)
-            raise SystemExit(EXIT_USER) from None
-        raise
     (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run that now works
     headline = results["headline"]
     if headline is None:
@@ -117,10 +72,4 @@ def distill_job(cfg: DictConfig) -> float | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """`distillkit [overrides]`: in a multirun, failing jobs are reported (failed.json) while the
     others complete; the command then exits with status 1 and one line per failed job."""
-    FAILED_JOBS.clear()
-    run_hydra_app(distill_job, argv)
-    if FAILED_JOBS:
-        print(f"distillkit: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
-        for _, line in FAILED_JOBS:
-            print(f"  {line}", file=sys.stderr)
-        raise SystemExit(1)
+    hydra_command(distill_job, CONFIG_NAME, argv)

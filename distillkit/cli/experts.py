@@ -63,7 +63,7 @@ def expert_augment(settings: dict[str, Any]) -> Any:
         raise ConfigError(f"dsa.always_flip must be true or false, got {always_flip!r}")
     try:
         return DSA.from_config({"strategy": dsa["strategy"], "mode": "S"}, always_flip=always_flip)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise ConfigError(f"dsa: {exc}") from None
 
 

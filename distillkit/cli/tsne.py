@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.cli._common import exit_on_user_errors
+from distillkit.errors import ConfigError, InputError
 
 
 def run_tsne(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -22,7 +23,7 @@ def run_tsne(args: argparse.Namespace) -> list[dict[str, Any]]:
     device = resolve_device(args.device)
     titles = args.labels or [Path(p).parent.name for p in args.paths]
     if len(titles) != len(args.paths):
-        raise ValueError(f"{len(args.paths)} sets but {len(titles)} labels")
+        raise ConfigError(f"{len(args.paths)} sets but {len(titles)} labels")
     sets, data, pool_path = [], None, args.pool
     for path, title in zip(args.paths, titles, strict=True):
         if data is None:
@@ -35,7 +36,7 @@ def run_tsne(args: argparse.Namespace) -> list[dict[str, Any]]:
                 raise FileNotFoundError(f"{path}: no such synthetic-set file")
             synthetic, _ = SyntheticSet.load(path, device)
             if synthetic.num_classes != data.info.num_classes:
-                raise ValueError(f"{path}: another dataset than {args.paths[0]}")
+                raise InputError(f"{path}: another dataset than {args.paths[0]}")
         images, labels = synthetic.training_set()
         sets.append((title, images, labels))
     assert data is not None

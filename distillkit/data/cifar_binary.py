@@ -18,6 +18,7 @@ from torch import Tensor
 from distillkit.data.errors import dataset_not_found
 from distillkit.data.raw import RawSplits
 from distillkit.data.real import DatasetInfo
+from distillkit.errors import InputError
 
 FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -33,7 +34,7 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
     """One `.bin` batch file as uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD_BYTES:
-        raise ValueError(
+        raise InputError(
             f"{path} is not a CIFAR-10 binary batch: {raw.size} bytes is not a positive multiple "
             f"of {RECORD_BYTES} (1 label byte + 3,072 pixel bytes per record)"
         )
@@ -50,7 +51,7 @@ def read_class_names(folder: Path) -> tuple[str, ...]:
         return DEFAULT_CLASSES
     names = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip())
     if len(names) != 10:
-        raise ValueError(f"{meta} lists {len(names)} class names; CIFAR-10 needs 10")
+        raise InputError(f"{meta} lists {len(names)} class names; CIFAR-10 needs 10")
     return names
 
 
@@ -78,5 +79,5 @@ def load_cifar10_binary(folder: Path, mean: tuple[float, ...], std: tuple[float,
     train_y = torch.cat([y for _, y in train])
     for split, y in (("train", train_y), ("test", test_y)):
         if int(y.max()) >= 10:
-            raise ValueError(f"{folder}: {split} label {int(y.max())} is out of range 0-9")
+            raise InputError(f"{folder}: {split} label {int(y.max())} is out of range 0-9")
     return RawSplits(info, train_x, train_y, test_x, test_y)

@@ -33,6 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 from distillkit.data.errors import dataset_not_found
 from distillkit.data.raw import RawSplits, first_n_per_class
 from distillkit.data.real import DatasetInfo
+from distillkit.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,7 +84,7 @@ def load_image_folder(
         )
     classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
     if len(classes) != spec.num_classes:
-        raise ValueError(
+        raise InputError(
             f"{name}: {train_dir} holds {len(classes)} class folders, expected {spec.num_classes}"
         )
     train_files, train_y = _list_class_folders(train_dir, classes, require_all=True)
@@ -115,13 +116,13 @@ def _list_class_folders(
     known = set(classes)
     unknown = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and d.name not in known)
     if unknown:
-        raise ValueError(f"{split_dir} has class folders not in train/: {unknown[:5]}")
+        raise InputError(f"{split_dir} has class folders not in train/: {unknown[:5]}")
     files: list[Path] = []
     labels: list[int] = []
     for index, cls in enumerate(classes):
         found = _images_under(split_dir / cls) if (split_dir / cls).is_dir() else []
         if require_all and not found:
-            raise ValueError(f"{split_dir / cls} holds no .JPEG/.jpg/.png images")
+            raise InputError(f"{split_dir / cls} holds no .JPEG/.jpg/.png images")
         files += found
         labels += [index] * len(found)
     return files, torch.tensor(labels, dtype=torch.int64)
@@ -140,7 +141,7 @@ def _list_val(val_dir: Path, classes: list[str]) -> tuple[list[Path], Tensor]:
         if len(fields) < 2:
             continue
         if fields[1] not in index:
-            raise ValueError(f"{annotations}: class {fields[1]!r} is not a train/ class folder")
+            raise InputError(f"{annotations}: class {fields[1]!r} is not a train/ class folder")
         files.append(val_dir / "images" / fields[0])
         labels.append(index[fields[1]])
     return files, torch.tensor(labels, dtype=torch.int64)

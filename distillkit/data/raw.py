@@ -13,6 +13,7 @@ from torch import Tensor
 
 from distillkit.data.real import DatasetInfo, RealData
 from distillkit.data.zca import ZCAState, fit_zca
+from distillkit.errors import ConfigError
 
 
 def first_n_per_class(labels: Tensor, n: int | None) -> Tensor | None:
@@ -20,7 +21,7 @@ def first_n_per_class(labels: Tensor, n: int | None) -> Tensor | None:
     if n is None:
         return None
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"a per-class limit must be a positive int or None, got {n!r}")
+        raise ConfigError(f"a per-class limit must be a positive int or None, got {n!r}")
     labels = labels.to("cpu", torch.int64)
     if labels.numel() == 0:
         return torch.zeros(0, dtype=torch.int64)

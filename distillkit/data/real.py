@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from distillkit.errors import ConfigError, InputError
+
 if TYPE_CHECKING:
     from distillkit.data.zca import ZCAState
 
@@ -120,7 +122,7 @@ class RealData:
             raise ValueError(f"n must be >= 1, got {n}")
         if bool((counts == 0).any()):
             empty = torch.nonzero(counts == 0).flatten().tolist()
-            raise ValueError(f"cannot sample: classes {empty} have no training images")
+            raise InputError(f"cannot sample: classes {empty} have no training images")
         max_count = int(counts.max())
         small = counts < n  # classes drawn with replacement
         pos = torch.zeros(k, n, dtype=torch.int64)
@@ -143,7 +145,7 @@ class RealData:
         """Draw `n` training images of class `c` (without replacement when possible)."""
         count = int(self._counts[c])
         if count == 0:
-            raise ValueError(f"cannot sample: class {c} has no training images")
+            raise InputError(f"cannot sample: class {c} has no training images")
         if n <= count:
             pos = torch.randperm(count, generator=generator)[:n]
         else:
@@ -178,7 +180,7 @@ class RealData:
         order: no random draw) moved to a validation split, so a search never selects on test."""
         order, counts = self._order_cpu, self._counts.tolist()
         if per_class >= min(counts):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.validation={per_class} leaves no training images in the smallest class "
                 f"({min(counts)} images)"
             )
@@ -217,14 +219,14 @@ def _check_split(split: str, info: DatasetInfo, images: Tensor, labels: Tensor) 
     """Fail early on tensors that do not match the dataset's declared shape."""
     expected = (info.channels, *info.image_size)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(
+        raise InputError(
             f"{info.name} {split} images: expected (N, {expected}), got {tuple(images.shape)}"
         )
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{info.name} {split} labels: expected ({images.shape[0]},), got {tuple(labels.shape)}"
         )
     if labels.dtype != torch.int64:
-        raise ValueError(f"{info.name} {split} labels must be int64, got {labels.dtype}")
+        raise InputError(f"{info.name} {split} labels must be int64, got {labels.dtype}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
-        raise ValueError(f"{info.name} {split} labels must lie in [0, {info.num_classes})")
+        raise InputError(f"{info.name} {split} labels must lie in [0, {info.num_classes})")

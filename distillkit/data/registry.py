@@ -98,7 +98,7 @@ def load_dataset(
     key = name.strip().lower().replace("-", "_")
     spec = REGISTRY.get(key)
     if spec is None:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown dataset {name!r}; available datasets: {', '.join(available_datasets())}"
         )
     options = {k: v for k, v in options.items() if v is not None}

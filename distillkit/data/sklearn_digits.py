@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from distillkit.data.raw import RawSplits
 from distillkit.data.real import DatasetInfo
+from distillkit.errors import ConfigError
 
 NATIVE_SIZE = 8
 MIRROR_SEED = 0
@@ -33,7 +34,7 @@ def load_digits(
     from sklearn.model_selection import train_test_split
 
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"digits image_size must be a positive int, got {image_size!r}")
+        raise ConfigError(f"digits image_size must be a positive int, got {image_size!r}")
     bunch = _sk_load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)

@@ -27,7 +27,7 @@ from distillkit.data.cifar_binary import load_cifar10_binary
 from distillkit.data.errors import dataset_not_found
 from distillkit.data.raw import RawSplits
 from distillkit.data.real import DatasetInfo
-from distillkit.errors import ConfigError
+from distillkit.errors import ConfigError, InputError
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 
@@ -169,7 +169,7 @@ def _read_mnist_raw(spec: TorchvisionSpec, root: Path) -> RawSplits | None:
         images = torch.from_numpy(_read_idx(image_path, ndim=3)).unsqueeze(1)
         labels = torch.from_numpy(_read_idx(label_path, ndim=1).astype(np.int64))
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(f"{image_path} and {label_path} hold different numbers of items")
+            raise InputError(f"{image_path} and {label_path} hold different numbers of items")
         arrays[split] = (images, labels)
     names = spec.class_names or tuple(spec.dataset_class.classes)  # type: ignore[attr-defined]
     return RawSplits(_info(spec, names), *arrays["train"], *arrays["test"])
@@ -188,9 +188,9 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] != ndim:
-        raise ValueError(f"{path} is not a {ndim}-d unsigned-byte idx file")
+        raise InputError(f"{path} is not a {ndim}-d unsigned-byte idx file")
     dims = [int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4)]
     values = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim)
     if values.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} but holds {values.size} values")
+        raise InputError(f"{path}: header says {dims} but holds {values.size} values")
     return values.reshape(dims)

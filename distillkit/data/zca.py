@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from distillkit.errors import InputError
+
 ZCA_EPS = 0.1
 FORMAT = "distillkit.zca/1"
 #: Rows whitened per matrix product: bounds the temporary memory on large datasets.
@@ -50,7 +52,7 @@ class ZCAState:
     def _map(self, x: Tensor, mean: Tensor, matrix: Tensor, center_first: bool) -> Tensor:
         n, *shape = x.shape
         if n and x[0].numel() != self.num_features:
-            raise ValueError(
+            raise InputError(
                 f"ZCA was fitted on images of {self.num_features} values, got {tuple(shape)}"
             )
         flat = x.reshape(n, -1)
@@ -76,7 +78,7 @@ class ZCAState:
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> ZCAState:
         if not isinstance(state, Mapping) or state.get("format") != FORMAT:
-            raise ValueError(f"not a saved ZCA state (missing format {FORMAT!r})")
+            raise InputError(f"not a saved ZCA state (missing format {FORMAT!r})")
         return cls(state["mean"], state["transform"], state["inverse"], float(state["eps"]))
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from distillkit.augment import DSA
+from distillkit.errors import ConfigError
 from distillkit.models import VGG11, AlexNet, ConvNet
 from distillkit.networks import NetworkFactory
 
@@ -52,7 +53,7 @@ def stacking_requested(setting: bool | str, device: torch.device) -> bool:
     if setting is False or setting is True:
         return setting
     if str(setting).lower() != "auto":
-        raise ValueError(f"eval.stacked must be true, false or auto, got {setting!r}")
+        raise ConfigError(f"eval.stacked must be true, false or auto, got {setting!r}")
     return torch.device(device).type == "cuda"
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillkit.errors import ConfigError
 from distillkit.memory import row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.methods.dm import embed_and_map
@@ -64,11 +65,11 @@ class IDMSettings(MethodSettings):
     def check(self) -> None:
         at = self.accuracy_reset_at
         if at is not None and not all(isinstance(i, int) and i > 0 for i in at):
-            raise ValueError(
+            raise ConfigError(
                 f"method.accuracy_reset_at must be a list of positive iterations, got {at!r}"
             )
         if self.train_net_num is not None:
-            raise ValueError(
+            raise ConfigError(
                 "method.train_net_num is now method.nets_trained_per_iteration (queue networks "
                 "trained each iteration, the reference's fetch_net_num); IDM's command.txt "
                 "--train_net_num 1 is the matching network count, which is always 1 here"

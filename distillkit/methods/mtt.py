@@ -29,7 +29,7 @@ from torch.func import functional_call
 
 from distillkit.augment.dsa import DSAParams
 from distillkit.errors import ConfigError
-from distillkit.experts import ExpertBuffer, buffer_meta, flatten_parameters
+from distillkit.experts import ExpertBuffer, ExpertBufferError, buffer_meta, flatten_parameters
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.settings import ranged
 
@@ -124,7 +124,7 @@ class TrajectoryMatching(Method):
         net.train()
         self.student = FunctionalNetwork(net)
         if not s.buffer:
-            raise ValueError("method.buffer: the expert buffer directory is not set")
+            raise ConfigError("method.buffer: the expert buffer directory is not set")
         # The experts' DSA kind must be the run's (dsa.always_flip); no matching DSA: either.
         augment = ctx.augment
         flip = augment.always_flip if augment is not None and augment.enabled else None
@@ -132,7 +132,7 @@ class TrajectoryMatching(Method):
         self.buffer = ExpertBuffer.open(s.buffer, expected)
         needed = self.max_start_epoch - 1 + self.expert_epochs
         if needed > self.buffer.epochs:
-            raise ValueError(
+            raise ExpertBufferError(
                 f"{self.buffer.directory}: experts have {self.buffer.epochs} epochs, but "
                 f"max_start_epoch={self.max_start_epoch} and expert_epochs={self.expert_epochs} "
                 f"need {needed}"

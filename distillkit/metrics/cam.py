@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distillkit.errors import ConfigError
+
 
 def class_activation_maps(net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
     """(N, H, W) maps of each image's true-class logit, spread over the last feature map.
@@ -30,7 +32,7 @@ def class_activation_maps(net: nn.Module, images: Tensor, labels: Tensor) -> Ten
     elif weight.shape[1] == ch:
         contribution = torch.einsum("nc,nchw->nhw", weight, maps)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"cannot form CAMs: classifier takes {weight.shape[1]} features, map is {ch}x{h}x{w}"
         )
     size = images.shape[-2:]

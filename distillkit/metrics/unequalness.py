@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from distillkit.augment import DSA
 from distillkit.classwise import class_means
+from distillkit.errors import ConfigError
 from distillkit.memory import auto_budget, row_slices
 from distillkit.networks import NetworkFactory
 
@@ -87,9 +88,9 @@ def unequalness(
     """
     unknown = set(distances) - set(DISTANCES)
     if unknown:
-        raise ValueError(f"unknown unequalness distance(s) {sorted(unknown)}; use {DISTANCES}")
+        raise ConfigError(f"unknown unequalness distance(s) {sorted(unknown)}; use {DISTANCES}")
     if "dsa" in distances and (augment is None or not augment.enabled):
-        raise ValueError("the 'dsa' unequalness distance needs an enabled DSA augmentation")
+        raise ConfigError("the 'dsa' unequalness distance needs an enabled DSA augmentation")
     images, labels = images.detach(), labels.detach()
     budget = auto_budget(images.device) if memory_budget is None else memory_budget
     flipped = hflip(images)

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from distillkit.errors import ConfigError
+
 Size = tuple[int, int]
 
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
@@ -50,7 +52,7 @@ def check_choice(kind: str, value: str, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     key = str(value).lower()
     if key not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
     return key
 
 
@@ -113,7 +115,7 @@ def pool_size(size: Size) -> Size:
 def check_size(size: Size, model: str, image_size: Size) -> Size:
     """Fail early and clearly when an input is too small for the architecture."""
     if min(size) < 1:
-        raise ValueError(f"{model}: image size {image_size} is too small for this architecture")
+        raise ConfigError(f"{model}: image size {image_size} is too small for this architecture")
     return size
 
 

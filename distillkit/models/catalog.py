@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from distillkit.errors import ConfigError
+
 from .alexnet import AlexNet
 from .base import DistillNet, Size, as_size
 from .convnet import ConvNet
@@ -75,7 +77,7 @@ def build_model(
     """Build a freshly initialised network (PyTorch default init, nothing downloaded)."""
     key = _BY_KEY.get(str(name).lower())
     if key is None:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     cls, defaults = _MODELS[key]
     accepted = _options_of(cls)
     unknown = sorted(set(options) - set(accepted))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distillkit.errors import ConfigError
+
 from .base import (
     POOLS,
     DistillNet,
@@ -57,7 +59,7 @@ class ConvNet(DistillNet):
         if depth is None:
             depth = auto_depth(min(size))
         if depth < 1:
-            raise ValueError(f"ConvNet depth must be >= 1, got {depth}")
+            raise ConfigError(f"ConvNet depth must be >= 1, got {depth}")
 
         blocks: list[nn.Module] = []
         in_ch = channels

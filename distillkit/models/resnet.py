@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from distillkit.errors import ConfigError
+
 from .base import DistillNet, Size, check_choice, make_norm
 
 DOWNSAMPLES = ("stride", "avgpool")
@@ -64,7 +66,7 @@ class ResNet18(DistillNet):
         super().__init__()
         downsample = check_choice("downsample", downsample, DOWNSAMPLES)
         if int(width) < 1:
-            raise ValueError(f"ResNet18 width must be >= 1, got {width}")
+            raise ConfigError(f"ResNet18 width must be >= 1, got {width}")
         width = int(width)
         self.conv1 = nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = make_norm(norm, width)

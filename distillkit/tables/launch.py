@@ -64,18 +64,22 @@ def gpu_slot(cfg: DictConfig) -> Iterator[int | None]:
         time.sleep(0.5)
 
 
-def distill_task(cfg: DictConfig) -> float | None:
-    """The `distillkit` job body (failed.json on error); importable, so launchers can pickle it."""
+def distill_task(cfg: DictConfig) -> Any:
+    """The `distillkit` job; importable, so launchers can pickle it. Returns the objective, or
+    for a failed job (failed.json written, one line out) its JobFailure, which comes back in
+    the job's JobReturn whichever process the launcher ran it in."""
+    from distillkit.cli._common import run_task
     from distillkit.cli.distill import distill_job
 
     with gpu_slot(cfg):
-        return distill_job.__wrapped__(cfg)
+        return run_task(distill_job, cfg)
 
 
 def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> list[Any]:
     """Launch `jobs` (each a full list of task overrides) with the launcher in `hydra_overrides`.
 
-    Returns Hydra's JobReturn objects (status, return value) in job order.
+    Returns Hydra's JobReturn objects (status, return value) in job order; the value of a job
+    that failed in its body is its `JobFailure` (distillkit.cli._common).
     """
     from hydra._internal.callbacks import Callbacks
     from hydra._internal.hydra import Hydra
@@ -85,8 +89,6 @@ def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> lis
     from hydra.core.utils import JobStatus
     from hydra.types import HydraContext, RunMode
     from omegaconf import OmegaConf
-
-    from distillkit.cli.distill import FAILED_JOBS
 
     if not jobs:
         return []
@@ -105,7 +107,6 @@ def launch(hydra_overrides: Sequence[str], jobs: Sequence[Sequence[str]]) -> lis
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
-        FAILED_JOBS.clear()
         returns = list(launcher.launch([list(j) for j in jobs], initial_job_idx=0))
         callbacks.on_multirun_end(config=cfg, config_name="config")
     finally:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillkit.tables.spec import Protocol, TableSpec
+from distillkit.tables.spec import Protocol, TableError, TableSpec
 
 SCALES = ("paper", "smoke")
 #: Smoke scale always distils on this built-in dataset (ships with scikit-learn, 8x8 here).
@@ -143,7 +143,7 @@ def logger_overrides(logger: str, table: str, scale: str) -> list[str]:
     if logger == "local":
         return []
     if logger != "wandb":
-        raise ValueError(f"logger must be local or wandb, got {logger!r}")
+        raise TableError(f"logger must be local or wandb, got {logger!r}")
     return ["logger=wandb", f"logger.wandb.group={table}", f"logger.wandb.tags=[{table},{scale}]"]
 
 
@@ -163,9 +163,9 @@ def make_plan(
     protocols run under `protocol` (default: the first listed), in a directory of its own.
     """
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        raise TableError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if spec.kind != "grid":
-        raise ValueError(f"table {spec.name} is a {spec.kind}, not a grid")
+        raise TableError(f"table {spec.name} is a {spec.kind}, not a grid")
     chosen = spec.protocol(protocol)
     root = Path(results_dir) / spec.name / scale
     if chosen is not None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from distillkit.errors import UserError
+
 #: Where the table definitions live: $DISTILLKIT_TABLES, else ./experiments/tables, else the
 #: checkout this package was imported from.
 TABLES_ENV_VAR = "DISTILLKIT_TABLES"
@@ -24,7 +26,7 @@ FIGURE_COMMANDS = ("unequalness",)
 _PUBLISHED = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:(?:±|\+-|\+/-)\s*(\d+(?:\.\d+)?))?\s*$")
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """A table that cannot be found or is malformed (reported as one line)."""
 
 
@@ -187,7 +189,7 @@ def parse_published(value: Any) -> Published | None:
         return Published(float(value))
     match = _PUBLISHED.match(str(value))
     if not match:
-        raise ValueError(f"cannot read published number {value!r} (write e.g. '28.3±0.5')")
+        raise TableError(f"cannot read published number {value!r} (write e.g. '28.3±0.5')")
     std = match.group(2)
     return Published(float(match.group(1)), float(std) if std is not None else None)
 
@@ -202,7 +204,7 @@ def _evaluate(value: Any) -> tuple[int, int, int] | None:
         return None
     start, every, until = int(value["from"]), int(value["every"]), int(value["until"])
     if every < 1 or start < 1 or until < start:
-        raise ValueError(f"evaluate needs 1 <= from <= until and every >= 1, got {value}")
+        raise TableError(f"evaluate needs 1 <= from <= until and every >= 1, got {value}")
     return start, every, until
 
 
@@ -211,7 +213,7 @@ def _protocol(name: str, value: dict[str, Any], rows: list[str]) -> Protocol:
     for cell in value.get("cells") or ():
         unknown = [r for r in cell["rows"] if r not in rows]
         if unknown:
-            raise ValueError(f"protocol {name}: cell overrides for unknown rows {unknown}")
+            raise TableError(f"protocol {name}: cell overrides for unknown rows {unknown}")
         cells.append(
             CellOverrides(
                 _strings(cell["rows"]),
@@ -232,7 +234,7 @@ def _protocol(name: str, value: dict[str, Any], rows: list[str]) -> Protocol:
 def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
     kind = str(data.get("kind", "grid"))
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise TableError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     common = {
         "name": name,
         "title": str(data.get("title", name)),
@@ -245,7 +247,7 @@ def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
     if kind == "figure":
         command = str(data["command"])
         if command not in FIGURE_COMMANDS:
-            raise ValueError(f"command must be one of {', '.join(FIGURE_COMMANDS)}")
+            raise TableError(f"command must be one of {', '.join(FIGURE_COMMANDS)}")
         series = tuple(
             Series(
                 name=str(s["name"]),
@@ -270,12 +272,12 @@ def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
     )
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
-        raise ValueError("row names must be unique")
+        raise TableError("row names must be unique")
     evaluation = dict(data.get("evaluation") or {})
     published: dict[str, dict[str, dict[int, Published]]] = {}
     for row, by_dataset in (data.get("published") or {}).items():
         if str(row) not in names:
-            raise ValueError(f"published numbers for unknown row {row!r}")
+            raise TableError(f"published numbers for unknown row {row!r}")
         published[str(row)] = {
             str(ds): {int(ipc): p for ipc, v in cells.items() if (p := parse_published(v))}
             for ds, cells in by_dataset.items()
@@ -296,5 +298,5 @@ def _parse(name: str, path: Path, data: dict[str, Any]) -> TableSpec:
         ),
     )
     if spec.distillations < 1 or spec.num_models < 1:
-        raise ValueError("distillations and evaluation.num_models must be >= 1")
+        raise TableError("distillations and evaluation.num_models must be >= 1")
     return spec
