@@ -28,7 +28,6 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from distillkit.augment import DSA
 from distillkit.errors import ConfigError
-from distillkit.models import VGG11, AlexNet, ConvNet
 from distillkit.networks import NetworkFactory
 
 #: Most models trained in one stack (bounds the activation memory: M times one model's).
@@ -83,8 +82,6 @@ def _epoch_draws(
     return order
 
 
-#: Networks whose logits are classifier(features(x).flatten(1)): the channel-grouped path.
-_GROUPED_NETS = (ConvNet, AlexNet, VGG11)
 _ELEMENTWISE = (
     nn.Identity, nn.ReLU, nn.Sigmoid, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.AvgPool2d, nn.MaxPool2d,
 )  # fmt: skip
@@ -93,7 +90,7 @@ _GROUPED_LEAVES = (nn.Conv2d, nn.GroupNorm, nn.BatchNorm2d, *_ELEMENTWISE)
 
 def _grouped_layers(net: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The feature layers of `net` in order, when every one has a channel-grouped form."""
-    if type(net) not in _GROUPED_NETS:
+    if not getattr(type(net), "flat_features", False):
         return None
     leaves = [
         (f"features.{n}.", m) for n, m in net.features.named_modules() if not list(m.children())

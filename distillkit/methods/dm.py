@@ -21,25 +21,18 @@ from distillkit.augment import DSAParams
 from distillkit.classwise import class_means
 from distillkit.memory import row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
-from distillkit.models import VGG11, AlexNet, ConvNet, ResNet18
 from distillkit.runtime import Runtime
 from distillkit.settings import ranged
-
-#: Networks whose `embed` is the flattened `feature_map` (one pass gives both).
-_FLAT_EMBED = (ConvNet, AlexNet, VGG11)
 
 
 def embed_and_map(net: nn.Module, x: Tensor, with_map: bool) -> tuple[Tensor, Tensor | None]:
     """`net.embed(x)` and, if asked, the last feature map, from one forward pass where the
-    architecture allows it (ConvNet, AlexNet, VGG: flatten; ResNet: global average pool)."""
+    network can give its embedding from its map (`embed_from_map`), else two."""
     if not with_map:
         return net.embed(x), None
     fmap = net.feature_map(x)
-    if isinstance(net, _FLAT_EMBED):
-        return fmap.flatten(1), fmap
-    if isinstance(net, ResNet18):
-        return net.avgpool(fmap).flatten(1), fmap
-    return net.embed(x), fmap  # embed is not a function of the map: a second pass
+    embedded = net.embed_from_map(fmap)
+    return (net.embed(x) if embedded is None else embedded), fmap
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ class AlexNet(DistillNet):
         self.map_size: Size = size
         self.classifier = nn.Linear(in_ch * size[0] * size[1], num_classes)
 
+    flat_features = True
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 

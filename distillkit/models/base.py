@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ class DistillNet(nn.Module, metaclass=ABCMeta):
     """
 
     classifier: nn.Linear
+    #: True when the logits are classifier(features(x).flatten(1)) with `features` a sequence
+    #: of per-channel layers: such a network has a channel-grouped (stacked) form.
+    flat_features: ClassVar[bool] = False
 
     @abstractmethod
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,6 +41,12 @@ class DistillNet(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Flat features (N, D) that the classifier consumes."""
+
+    def embed_from_map(self, fmap: torch.Tensor) -> torch.Tensor | None:
+        """``embed`` computed from ``feature_map``'s output, so one pass gives both (IID's
+        covariance matching needs the map, DM the embedding); None when ``embed`` is not a
+        function of the map and needs its own pass."""
+        return fmap.flatten(1) if self.flat_features else None
 
     @property
     def embed_dim(self) -> int:

@@ -78,6 +78,8 @@ class ConvNet(DistillNet):
         self.map_size: Size = size
         self.classifier = nn.Linear(width * size[0] * size[1], num_classes)
 
+    flat_features = True
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 

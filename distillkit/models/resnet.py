@@ -91,3 +91,6 @@ class ResNet18(DistillNet):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.avgpool(self.feature_map(x)).flatten(1)
+
+    def embed_from_map(self, fmap: torch.Tensor) -> torch.Tensor | None:
+        return self.avgpool(fmap).flatten(1)
