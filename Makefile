@@ -26,7 +26,7 @@ demo: $(STAMP) ## Distil digits offline: DM vs random subset at IPC 1 and 10 (a 
 	$(VENV)/bin/distillkit-summary $(DEMO_DIR)
 
 test: $(STAMP) ## Run the fast tests
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## Run every test, the slow ones too
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)

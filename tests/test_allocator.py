@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY, compose_config
+from helpers import TINY, compose_config
 
 from distillkit.allocator import check_allocator, use_allocator
 from distillkit.checkpoint import config_differences

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from conftest import run_command as command
+from helpers import run_command as command
 
 
 def test_unequalness_command_writes_csv_and_plot(tmp_path):

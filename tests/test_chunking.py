@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_addons, build_method
+from helpers import build_addons, build_method
 
 import distillkit.memory as memory
 from distillkit.augment import DSA

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import TINY, distillkit
+from helpers import TINY, distillkit
 
 
 def test_multirun_over_ipc_as_typed(tmp_path):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_config, group_options
-from conftest import distillkit as run_cli
+from helpers import compose_config, group_options
+from helpers import distillkit as run_cli
 
 from distillkit.cli._args import drop_null_group_choices, quote_numeric_group_choices
 from distillkit.config import ConfigError, validate_config

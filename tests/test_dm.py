@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import build_method
+from helpers import build_method
 
 from distillkit.augment import DSA
 from distillkit.classwise import class_means

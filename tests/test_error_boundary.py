@@ -8,7 +8,7 @@ import json
 import traceback
 
 import pytest
-from conftest import TINY
+from helpers import TINY
 
 import distillkit.cli.distill
 from distillkit.cli import _common

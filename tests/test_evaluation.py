@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import evaluate_quietly
+from helpers import evaluate_quietly
 
-from distillkit.data import load_dataset
 from distillkit.evaluation import EvalSettings, train_and_test
 from distillkit.evaluation.protocol import summarise
 from distillkit.networks import NetworkFactory
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
 
 
 def subset(data, n):

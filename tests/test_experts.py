@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_factory as convnet
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -25,15 +26,6 @@ from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 
 STRATEGY = "color_crop_cutout_scale_rotate"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
-
-
-def convnet(width: int = 8, **options) -> NetworkFactory:
-    return NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": width, **options}, "cpu")
 
 
 def make_buffer(directory: Path, data, factory, num_experts=3, epochs=2, per_shard=2) -> list:

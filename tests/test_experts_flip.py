@@ -29,11 +29,6 @@ TINY = (
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
-
-
-@pytest.fixture(scope="module")
 def factory(digits):
     options = {"name": "ConvNet", "width": 8, "depth": None, "norm": "instancenorm"}
     return NetworkFactory.from_config(options, digits.info, "cpu")

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from distillkit.data import load_dataset
 from distillkit.evaluation.protocol import EvalSettings, train_network
 from distillkit.experts import GSAM, ExpertBuffer, ExpertSettings, buffer_meta, gsam_wrapper
 from distillkit.networks import NetworkFactory
@@ -205,7 +204,7 @@ def test_gsam_refuses_negative_settings_and_a_step_without_a_batch():
 
 
 # -- 3. the command line, alpha 1.0 ---------------------------------------------------------------
-def test_distillkit_experts_trains_gsam_alpha_one_experts_in_seconds(tmp_path, capsys):
+def test_distillkit_experts_trains_gsam_alpha_one_experts_in_seconds(tmp_path, capsys, digits):
     from distillkit.cli.experts import main as cli
 
     out = tmp_path / "buffers" / "gsam-a1.0"
@@ -219,7 +218,7 @@ def test_distillkit_experts_trains_gsam_alpha_one_experts_in_seconds(tmp_path, c
     )  # fmt: skip
     assert time.perf_counter() - began < 60
     assert "1 experts trained" in capsys.readouterr().out
-    data = load_dataset("digits", image_size=8)
+    data = digits
     factory = NetworkFactory.from_config(
         {"name": "ConvNet", "width": 8, "depth": None, "norm": "instancenorm"}, data.info, "cpu"
     )

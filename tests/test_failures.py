@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, distillkit, poison_at
+from helpers import TINY, distillkit, poison_at
 
 from distillkit.cli.summary import collect, render
 from distillkit.experts import ExpertBufferError

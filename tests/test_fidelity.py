@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,14 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # -- 1. IID's pool -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits8():
-    from distillkit.data import load_dataset
-
-    return load_dataset("digits", image_size=8)
-
-
-@pytest.fixture(scope="module")
-def small_pool(tmp_path_factory, digits8) -> Path:
+def small_pool(tmp_path_factory, digits) -> Path:
     """A 2-member, 1-epoch ResNet-18 (width 4) pool: the kind a CPU user builds."""
     from distillkit.networks import NetworkFactory
     from distillkit.pool import PoolSettings, train_pool
@@ -35,19 +28,19 @@ def small_pool(tmp_path_factory, digits8) -> Path:
     factory = NetworkFactory("ResNet18", 1, 10, (8, 8), {"width": 4}, "cpu")
     gens = RunGenerators(0)
     train_pool(
-        directory, digits8, factory, 2, PoolSettings(epochs=1), 2, lambda i: gens[f"pool/{i}"]
+        directory, digits, factory, 2, PoolSettings(epochs=1), 2, lambda i: gens[f"pool/{i}"]
     )
     return directory
 
 
-def test_pool_records_its_size_epochs_width_and_is_not_the_published_one(small_pool, digits8):
+def test_pool_records_its_size_epochs_width_and_is_not_the_published_one(small_pool, digits):
     # VincenDen/IID DM+ours/pre_model.py: --model ResNet18, --num_premodels 1000, --pre_epochs 40.
     from distillkit.pool import PUBLISHED_POOL, PretrainedPool, pool_facts, published_shortfall
 
     assert PUBLISHED_POOL == {"size": 1000, "epochs": 40, "model": "ResNet18", "width": 64}
     facts = pool_facts(small_pool)
     assert facts == {"size": 2, "epochs": 1, "model": "ResNet18", "width": 4}
-    assert PretrainedPool.open(small_pool, digits8.info).facts() == facts
+    assert PretrainedPool.open(small_pool, digits.info).facts() == facts
     gap = published_shortfall(facts)
     assert "2 members (published 1000)" in gap and "epochs 1 (published 40)" in gap
     assert "width 4 (published 64)" in gap
@@ -247,7 +240,7 @@ def test_dc_evaluation_augmentation_per_dataset_and_model():
     assert 0 < (noisy - x).abs().max() < 0.01
 
 
-def test_dc_evaluation_runs_each_model_with_its_own_strategy(monkeypatch, digits8):
+def test_dc_evaluation_runs_each_model_with_its_own_strategy(monkeypatch, digits):
     from distillkit.augment.dc import DCEvaluationAugment
     from distillkit.evaluation import EvalSettings, evaluate_set, protocol
     from distillkit.networks import NetworkFactory
@@ -269,10 +262,10 @@ def test_dc_evaluation_runs_each_model_with_its_own_strategy(monkeypatch, digits
             "cpu",
         ),
     )  # fmt: skip
-    images, labels = digits8.train_images[:20], digits8.train_labels[:20]
+    images, labels = digits.train_images[:20], digits.train_labels[:20]
     augment = DCEvaluationAugment("cifar10")
     evaluate_set(
-        images, labels, digits8, factory, settings, augment, torch.Generator(), progress=False
+        images, labels, digits, factory, settings, augment, torch.Generator(), progress=False
     )
     assert used == ["none", "crop_noise"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     FTD_PUBLISHED,
     build_addons,
     crash_and_resume,
@@ -26,7 +26,6 @@ from distillkit.errors import ConfigError
 from distillkit.experts import ExpertBuffer, ExpertSettings, train_experts
 from distillkit.methods.base import MethodContext
 from distillkit.methods.ftd import FlatTrajectoryDistillation
-from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -36,20 +35,10 @@ GSAM = ExpertSettings(epochs=3, optimiser="gsam")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
-
-
-@pytest.fixture(scope="module")
 def few():
     """16 training digits per class: experts train in a fraction of a second on them (the
     buffer's setting facts are those of the full set)."""
     return load_dataset("digits", image_size=8, train_limit=16)
-
-
-@pytest.fixture(scope="module")
-def factory():
-    return NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
 
 
 def _train(directory, data, factory, settings, n=2):
@@ -204,7 +193,7 @@ def test_checkpoint_resume_continues_the_ema(tiny_config, tmp_path, gsam_dir):
 # -- configuration ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("dataset, ipc", sorted(FTD_PUBLISHED))
 def test_published_settings_are_picked_up_automatically(dataset, ipc):
-    from conftest import compose_config
+    from helpers import compose_config
 
     cfg = compose_config(["method=ftd", f"dataset={dataset}", f"ipc={ipc}"])
     m = cfg.method

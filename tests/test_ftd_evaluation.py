@@ -16,7 +16,7 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
 from distillkit.augment import DSA
 from distillkit.cli.summary import cell
@@ -26,7 +26,6 @@ from distillkit.errors import ConfigError
 from distillkit.evaluation import EvalSettings, evaluate_in_turn, evaluate_set, protocol
 from distillkit.experts import ExpertSettings, train_experts
 from distillkit.methods.ftd import FlatTrajectoryDistillation
-from distillkit.networks import NetworkFactory
 from distillkit.report import table_rows
 from distillkit.seeding import RunGenerators
 from distillkit.trainer import Trainer
@@ -35,11 +34,6 @@ from distillkit.trainer import Trainer
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", image_size=8, train_limit=16)
-
-
-@pytest.fixture(scope="module")
-def factory():
-    return NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
 
 
 @pytest.fixture(scope="module")

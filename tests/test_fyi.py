@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import build_addons, build_method
+from helpers import build_addons, build_method
 
 from distillkit.data import load_dataset
 from distillkit.methods import MethodContext
@@ -87,8 +87,8 @@ def test_trainer_installs_fyi_and_keeps_ipc(tiny_config, tmp_path):
     assert saved.images.shape[0] == 10
 
 
-def test_flip_real_doubles_real_batches_only_when_asked():
-    data = load_dataset("digits", image_size=8)
+def test_flip_real_doubles_real_batches_only_when_asked(digits):
+    data = digits
     x, y = data.sample_per_class(2, torch.Generator().manual_seed(0))
     for flip_real, rows in ((False, 20), (True, 40)):
         syn = SyntheticSet.initialise(data, 1, "real", torch.Generator().manual_seed(0))

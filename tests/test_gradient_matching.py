@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_method
+from helpers import build_method
 
 from distillkit.augment import DSA
 from distillkit.config import ConfigError
@@ -308,7 +308,7 @@ def test_trainer_with_an_unmapped_ipc_fails_clearly(tiny_config, tmp_path):
 # -- real data (slow) -----------------------------------------------------------------------------
 @pytest.fixture
 def mnist_root():
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     if not (SHARED_DATA / "MNIST" / "raw").exists():
         pytest.skip("../shared/data/MNIST is not present on this machine")

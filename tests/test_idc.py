@@ -11,13 +11,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_addons, compose_config, crash_and_resume
+from helpers import build_addons, compose_config, crash_and_resume
 
 from distillkit.data import load_dataset
 from distillkit.evaluation.protocol import EvalSettings, cutmix
 from distillkit.methods.base import MethodContext
 from distillkit.methods.idc import EfficientCondensation, idc_distance
-from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
@@ -26,11 +25,6 @@ from distillkit.trainer import Trainer
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", image_size=8, train_limit=40)
-
-
-@pytest.fixture(scope="module")
-def factory():
-    return NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
 
 
 def build_idc(data, factory, *, ipc=2, seed=1, fyi=False, **cfg):

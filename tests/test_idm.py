@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import build_method, compose_config, crash_at
+from helpers import build_method, compose_config, crash_at
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_addons, build_method
+from helpers import build_addons, build_method
 
 import distillkit.addons.covariance as covariance
 from distillkit.addons import AddOn, LossContext, SetupContext

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+import yaml
+from helpers import REPO, TINY, addon_targets, compose_config
 
+from distillkit.addons import build_addons
+from distillkit.addons.base import resolve_weight
+from distillkit.errors import ConfigError
+from distillkit.methods.base import Method
 from distillkit.methods.dm import DistributionMatching, DMSettings
 from distillkit.settings import ranged
 
@@ -71,8 +76,23 @@ def test_the_variant_composes_from_the_users_search_path(user_configs):
 
 
 def test_the_variant_inherits_dms_add_on_capability_and_weights():
-    assert ScaledDM.takes_loss_addons
+    """What the trainer asks of a method class: `build_addons` takes IID's loss add-ons for the
+    variant (a capability it inherits from DM) as it refuses them for a method without it, and
+    the shipped per-method weights resolve through the variant's family to DM's."""
+    targets = addon_targets()
+    iid = {name: {"_target_": targets[name]} for name in ("cc", "cm")}
+    assert [addon.name for addon in build_addons(iid, ScaledDM)] == ["cc", "cm"]
+
+    class Plain(Method):  # a method that never declared the capability
+        name = "plain"
+
+    with pytest.raises(ConfigError, match="cannot be combined with method 'plain'"):
+        build_addons(iid, Plain)
     assert ScaledDM.family() == ("dm_scaled", "dm")
+    for name in iid:
+        shipped = yaml.safe_load((REPO / "conf" / "regularizer" / f"{name}.yaml").read_text())
+        weights = shipped[name]["weight"]
+        assert resolve_weight(name, weights, ScaledDM.family()) == weights["dm"]
 
 
 def test_a_dm_variant_runs_with_fyi_and_iid_without_editing_distillkit(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MTT_PUBLISHED, build_addons, resumed_twin, student_batches
+from helpers import MTT_PUBLISHED, build_addons, resumed_twin, student_batches
 
 from distillkit.augment import DSA
 from distillkit.data import load_dataset
@@ -22,16 +22,6 @@ from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
 
 STRATEGY = "color_crop_cutout_scale_rotate"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
-
-
-@pytest.fixture(scope="module")
-def factory():
-    return NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +172,7 @@ def test_insufficient_expert_epochs_are_refused(digits, factory, buffer_dir):
 
 @pytest.mark.parametrize("dataset, ipc", sorted(MTT_PUBLISHED))
 def test_published_settings_are_picked_up_automatically(dataset, ipc):
-    from conftest import compose_config
+    from helpers import compose_config
 
     cfg = compose_config(["method=mtt", f"dataset={dataset}", f"ipc={ipc}"])
     n, m, t, lr_img, lr_lr, lr_teacher, zca, batch_syn = MTT_PUBLISHED[(dataset, ipc)]
@@ -194,7 +184,7 @@ def test_published_settings_are_picked_up_automatically(dataset, ipc):
 
 
 def test_default_buffer_path_matches_the_experts_default():
-    from conftest import compose_config
+    from helpers import compose_config
     from hydra import compose, initialize_config_module
 
     mtt = compose_config(["method=mtt", "dataset=cifar10", "ipc=1"])

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
 import zipfile
-from importlib import resources
+from importlib import metadata
 
-from conftest import REPO
+from helpers import REPO
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 #: Packages whose files live outside distillkit/ (package-dir in pyproject.toml).
 MAPPED = {"distillkit.conf", "distillkit.tables.specs", "hydra_plugins.distillkit_ipc"}
@@ -26,14 +30,69 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert on_disk | MAPPED == listed
 
 
-def test_configs_are_importable_as_package_data():
-    assert (resources.files("distillkit.conf") / "config.yaml").is_file()
+def test_package_data_globs_ship_every_config_and_table():
+    """What a wheel holds of distillkit.conf and distillkit.tables.specs is what the package-data
+    globs match (setuptools globs, `**` recursive). An editable install reads the checkout
+    itself, so only the globs tell what a wheel would miss: every YAML of conf/ (every config
+    group, nested ones too) and of experiments/tables/ must match one."""
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in ("distillkit.conf", "distillkit.tables.specs"):
+        root = REPO / tool["package-dir"][package]
+        every = {p.relative_to(root).as_posix() for p in root.rglob("*.yaml")}
+        matched = {
+            p.relative_to(root).as_posix()
+            for pattern in tool["package-data"][package]
+            for p in root.glob(pattern)
+            if p.is_file()
+        }
+        assert len(every) > 1 and every - matched == set(), package
 
 
-def test_license_and_honest_floors():
+def test_license_matches_the_declared_one():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert (REPO / "LICENSE").read_text().startswith("MIT License")
-    assert "wandb>=0.19.10" in project["dependencies"]  # reinit="finish_previous"
+    for name in project["license-files"]:
+        first = (REPO / name).read_text().splitlines()[0]
+        assert first == f"{project['license']} License", (name, first)
+
+
+def floor(requirement: Requirement) -> Version | None:
+    floors = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==")]
+    return max(floors, default=None)
+
+
+def test_dependency_ranges_admit_the_tested_set():
+    """Every declared range holds the installed version and its constraints.txt pin (the set
+    `make install` installs and the tests run on): a floor above it or a cap below it fails."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if version:
+            pins[canonicalize_name(name)] = Version(version)
+    assert project["dependencies"]
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        installed = Version(metadata.version(requirement.name))
+        assert requirement.specifier.contains(installed, prereleases=True), (line, installed)
+        pin = pins.get(canonicalize_name(requirement.name))
+        assert pin is not None, f"{requirement.name} has no pin in constraints.txt"
+        assert requirement.specifier.contains(pin, prereleases=True), (line, pin)
+
+
+#: What distillkit's code uses that sets a floor: (package, pattern in distillkit/, the first
+#: release that has it).
+NEEDS = [("wandb", r"reinit\s*=\s*[\"']finish_previous[\"']", Version("0.19.10"))]
+
+
+def test_floors_are_as_high_as_the_code_needs():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(d) for d in project["dependencies"]]
+    declared = {canonicalize_name(r.name): r for r in requirements}
+    sources = [p.read_text() for p in (REPO / "distillkit").rglob("*.py")]
+    for package, pattern, since in NEEDS:
+        if any(re.search(pattern, source) for source in sources):
+            lowest = floor(declared[canonicalize_name(package)])
+            assert lowest is not None and lowest >= since, (package, pattern, lowest)
 
 
 def test_wheel_ships_tables_and_configs_and_reproduce_table_finds_them(tmp_path):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_factory as convnet
 
-from distillkit.data import load_dataset
-from distillkit.networks import NetworkFactory
 from distillkit.pool import (
     PoolError,
     PoolNotFoundError,
@@ -19,15 +18,6 @@ from distillkit.pool import (
     train_pool,
 )
 from distillkit.seeding import RunGenerators
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
-
-
-def convnet(width: int = 8) -> NetworkFactory:
-    return NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": width}, "cpu")
 
 
 def make_pool(directory: Path, data, size: int = 3, per_shard: int = 2, epochs: int = 1) -> list:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config, signal_at, start_distillkit
+from helpers import TINY, compose_config, signal_at, start_distillkit
 
 from distillkit.checkpoint import CheckpointSchedule, StopSignals, preemption_signal
 from distillkit.synthetic import SyntheticSet

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config, crash_at, signal_at, start_distillkit
+from helpers import TINY, compose_config, crash_at, signal_at, start_distillkit
 
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import RunInterrupted, Trainer

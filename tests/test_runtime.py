@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_method
+from helpers import build_method
 
 from distillkit.data import load_dataset
 from distillkit.methods import MethodContext

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import crash_at
+from helpers import crash_at
 
 from distillkit.checkpoint import LoopState
 from distillkit.trainer import Trainer

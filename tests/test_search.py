@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, compose_config
-from conftest import distillkit as run_cli
+from helpers import TINY, compose_config
+from helpers import distillkit as run_cli
 
-from distillkit.data import load_dataset, load_from_config
+from distillkit.data import load_from_config
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 
@@ -23,18 +23,17 @@ SMALL = [
 ]  # fmt: skip
 
 
-def test_validation_split_is_held_out_of_training():
-    full = load_dataset("digits", image_size=8)
+def test_validation_split_is_held_out_of_training(digits):
     data = load_from_config({"name": "digits", "image_size": 8, "validation": 5}, "cpu")
     images, labels = data.validation
     assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), 5))
-    assert len(data.train_labels) == len(full.train_labels) - 50
-    assert torch.equal(data.test_images, full.test_images)  # the test split is untouched
+    assert len(data.train_labels) == len(digits.train_labels) - 50
+    assert torch.equal(data.test_images, digits.test_images)  # the test split is untouched
     # disjoint: no held-out image is still in the training split
     train = {tuple(x.flatten().tolist()) for x in data.train_images}
     assert not any(tuple(x.flatten().tolist()) in train for x in images)
     plain = load_from_config({"name": "digits", "image_size": 8, "validation": 0}, "cpu")
-    assert plain.validation is None and torch.equal(plain.train_images, full.train_images)
+    assert plain.validation is None and torch.equal(plain.train_images, digits.train_images)
 
 
 def test_results_report_validation_and_test_apart(tmp_path):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import evaluate_quietly
+from helpers import evaluate_quietly
 
 from distillkit.augment import DSA
-from distillkit.data import load_dataset
 from distillkit.evaluation import EvalSettings, evaluate_set
 from distillkit.evaluation.protocol import test_accuracy as accuracy_of
 from distillkit.evaluation.protocol import train_network
@@ -18,11 +17,6 @@ from distillkit.evaluation.stacked import (
     train_stacked,
 )
 from distillkit.networks import NetworkFactory
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=8)
 
 
 def subset(data, n):

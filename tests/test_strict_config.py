@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
+from helpers import compose_config
 
 from distillkit.config import check_known_keys, validate_config
 from distillkit.errors import ConfigError

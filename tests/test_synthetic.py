@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distillkit.data import load_dataset
 from distillkit.synthetic import SyntheticSet, decode_mosaic, encode_mosaic
 
 
@@ -38,9 +37,8 @@ def test_encode_then_decode_recovers_smooth_images():
     assert torch.allclose(decoded, x, atol=1e-5)
 
 
-def test_factor_two_set_trains_evaluation_on_the_decoded_images():
-    data = load_dataset("digits", image_size=8)
-    syn = SyntheticSet.initialise(data, 2, "real", torch.Generator().manual_seed(0), factor=2)
+def test_factor_two_set_trains_evaluation_on_the_decoded_images(digits):
+    syn = SyntheticSet.initialise(digits, 2, "real", torch.Generator().manual_seed(0), factor=2)
     assert syn.images.shape == (20, 1, 8, 8) and syn.images_per_class == 8
     images, labels = syn.training_set()
     assert images.shape == (80, 1, 8, 8) and not images.requires_grad
@@ -50,9 +48,8 @@ def test_factor_two_set_trains_evaluation_on_the_decoded_images():
     assert syn.images.grad is not None and bool((syn.images.grad != 0).all())
 
 
-def test_save_and_load_round_trip(tmp_path):
-    data = load_dataset("digits", image_size=8)
-    syn = SyntheticSet.initialise(data, 1, "noise", torch.Generator().manual_seed(0), factor=2)
+def test_save_and_load_round_trip(tmp_path, digits):
+    syn = SyntheticSet.initialise(digits, 1, "noise", torch.Generator().manual_seed(0), factor=2)
     syn.save(tmp_path / "s.pt", lr=0.01)
     loaded, state = SyntheticSet.load(tmp_path / "s.pt")
     assert torch.equal(loaded.images, syn.images.detach()) and loaded.factor == 2

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FTD_PUBLISHED, MTT_PUBLISHED
+from helpers import FTD_PUBLISHED, MTT_PUBLISHED
 
 from distillkit.tables.plan import compose_jobs, make_plan
 from distillkit.tables.render import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -16,7 +17,7 @@ def run(cfg, run_dir):
     return Trainer(cfg, run_dir).run()
 
 
-def test_run_writes_every_output(tiny_config, tmp_path):
+def test_run_writes_every_output(tiny_config, tmp_path, digits):
     results = run(tiny_config("method=dm", "ipc=2", "log_every=1"), tmp_path)
     for name in (
         "metrics.jsonl",
@@ -33,7 +34,16 @@ def test_run_writes_every_output(tiny_config, tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["method"] == "dm" and saved["ipc"] == 2 and saved["seed"] == 0
     assert saved["headline"]["model"] == "ConvNet"
-    assert 0.0 <= saved["accuracy"]["ConvNet"]["mean"] <= 100.0
+    # A percentage of the test split (not a fraction), the mean of one run per eval network.
+    accuracy = saved["accuracy"]["ConvNet"]
+    assert accuracy["n"] == len(accuracy["runs"]) == 1
+    assert accuracy["mean"] == pytest.approx(sum(accuracy["runs"]) / len(accuracy["runs"]))
+    for percent in accuracy["runs"]:
+        correct = percent * len(digits.test_labels) / 100
+        assert correct == pytest.approx(round(correct), abs=1e-6) and round(correct) >= 1
+    assert saved["headline"]["mean"] == accuracy["mean"]
+    (row,) = csv.DictReader((tmp_path / "results.csv").open())
+    assert float(row["mean"]) == pytest.approx(accuracy["mean"])
     assert saved["versions"]["torch"] == torch.__version__
     assert results["headline"] == saved["headline"]
     synthetic, state = SyntheticSet.load(tmp_path / "synthetic_set.pt")

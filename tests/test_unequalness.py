@@ -79,8 +79,8 @@ def curve(data, sizes, distances=("dm", "dc")):
     return {(r["distance"], r["size"]): r["mean"] for r in rows}
 
 
-def test_real_digits_unequalness_falls_as_the_set_grows():
-    u = curve(load_dataset("digits", image_size=8), [1, 50])
+def test_real_digits_unequalness_falls_as_the_set_grows(digits):
+    u = curve(digits, [1, 50])
     for distance in ("dm", "dc"):
         assert u[(distance, 50)] < u[(distance, 1)]
 

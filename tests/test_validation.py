@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, distillkit
+from helpers import TINY, distillkit
 
 from distillkit.addons import AddOn
 from distillkit.config import ConfigError, as_dict
@@ -105,11 +105,9 @@ def test_mtt_without_an_expert_buffer(tiny_config, tmp_path):
     assert str(missing) in message
 
 
-def test_mtt_with_a_buffer_of_another_model(tiny_config, tmp_path):
+def test_mtt_with_a_buffer_of_another_model(tiny_config, tmp_path, digits):
     trainer_cfg = tiny_config("method=mtt", f"method.buffer={tmp_path / 'buffer'}")
-    from distillkit.data import load_dataset
-
-    info = load_dataset("digits", image_size=8).info
+    info = digits.info
     other = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16}, "cpu")
     meta = buffer_meta(info, other)
     write_shard(tmp_path / "buffer", 0, torch.zeros(1, 3, meta["num_params"]), meta, [0])

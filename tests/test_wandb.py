@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config, crash_at
+from helpers import TINY, compose_config, crash_at
 
 from distillkit.logging.wandb_logger import artifact_name, media_key
 from distillkit.report import addons_label
