@@ -23,6 +23,7 @@ from distillkit.data import RealData, load_from_config
 from distillkit.errors import InputError
 from distillkit.methods import Method, MethodContext, method_class
 from distillkit.networks import NetworkFactory
+from distillkit.runtime import Runtime
 from distillkit.seeding import RunGenerators
 from distillkit.synthetic import SyntheticSet
 
@@ -35,6 +36,8 @@ class Bench:
     data: RealData
     networks: NetworkFactory
     generators: RunGenerators
+    #: The run's speed switches, built once here and handed to the method.
+    runtime: Runtime | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], data: RealData | None = None) -> Bench:
@@ -43,7 +46,8 @@ class Bench:
         if data is None:
             data = load_from_config(cfg["dataset"], device)
         networks = NetworkFactory.from_config(cfg["model"], data.info, device)
-        return cls(device, data, networks, RunGenerators(int(cfg.get("seed", 0))))
+        runtime = Runtime.from_config(cfg.get("runtime"), device)
+        return cls(device, data, networks, RunGenerators(int(cfg.get("seed", 0))), runtime)
 
     def check_models(self, names: list[str]) -> None:
         """Build each architecture once on the dataset's image size.
@@ -119,7 +123,7 @@ def build_distillation(
         augment=distillation_augment(cfg),
         generators=bench.generators,
         addons=addons,
-        runtime=cfg.get("runtime"),
+        runtime=bench.runtime if bench.runtime is not None else cfg.get("runtime"),
     )
     return synthetic, method_class(method_cfg)(context)
 

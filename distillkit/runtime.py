@@ -107,6 +107,12 @@ class Runtime:
             )
 
     @classmethod
+    def of(cls, value: Runtime | Mapping[str, Any] | None, device: torch.device | str) -> Runtime:
+        """`value` when it is already built (a run builds its Runtime once, in
+        distillkit.assembly), else the `runtime` block it is (methods built by hand, tests)."""
+        return value if isinstance(value, Runtime) else cls.from_config(value, device)
+
+    @classmethod
     def from_config(
         cls, cfg: Mapping[str, Any] | None, device: torch.device | str = "cpu"
     ) -> Runtime:

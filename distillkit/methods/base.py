@@ -42,8 +42,9 @@ class MethodContext:
     augment: DSA | None
     generators: RunGenerators
     addons: list[AddOn] = field(default_factory=list)
-    #: The run's speed switches (`runtime` block); methods that run networks in bulk read it.
-    runtime: Mapping[str, Any] | None = None
+    #: The run's speed switches: the Runtime the assembly built once (or a `runtime` block, for
+    #: methods built by hand); methods that run networks in bulk read it (`Runtime.of`).
+    runtime: Any = None
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class DistributionMatching(Method):
         self.iteration = 0
         # Speed switches (the run's runtime block): autocast, channels-last and torch.compile of
         # the network work only; features go back to fp32 before any mean.
-        self.runtime = Runtime.from_config(ctx.runtime, self.data.device)
+        self.runtime = Runtime.of(ctx.runtime, self.data.device)
         with_map = self.with_map
 
         def embed(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -260,7 +260,7 @@ class DatasetCondensation(Method):
         self.bn_images = self.real_per_class(s.bn_images_per_class)
         self.real_mode, self.syn_mode = s.real_gradients, s.syn_gradients
         self.class_chunk = s.class_chunk or None
-        self.memory_budget = Runtime.from_config(ctx.runtime, self.data.device).memory_budget
+        self.memory_budget = Runtime.of(ctx.runtime, self.data.device).memory_budget
 
     def class_chunk_size(self, net: nn.Module, real: Tensor, syn: Tensor, k: int) -> int | None:
         """Classes matched per pass: `class_chunk` when set, else as many as the memory budget

@@ -92,7 +92,7 @@ class ImprovedDistributionMatching(Method):
         for _ in range(s.initial_nets):
             self.queue.push()
         self.iterations_done = 0
-        self.memory_budget = Runtime.from_config(ctx.runtime, self.data.device).memory_budget
+        self.memory_budget = Runtime.of(ctx.runtime, self.data.device).memory_budget
 
     def resets_accuracy_at(self, iteration: int) -> bool:
         """Whether the running accuracies reset before this iteration's matching."""
