@@ -88,3 +88,18 @@ def test_every_shipped_method_with_its_tuned_files_validates(method, dataset, ip
     """Every method YAML, with the tuned file of each setting it has, holds only known keys."""
     cfg = compose_config([f"method={method}", f"dataset={dataset}", f"ipc={ipc}"])
     validate_config(cfg)
+
+
+@pytest.mark.parametrize("method", ["random", "dm"])
+@pytest.mark.parametrize("ipc", [1, 10])
+def test_make_demo_jobs_validate_and_keep_the_demo_settings(method, ipc):
+    """`make demo` sweeps experiment=demo over method=random,dm: a preset shared by methods may
+    set only keys each reads, so DM's demo batch size comes from experiment_method/demo_dm."""
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "experiment=demo method=random,dm ipc=1,10" in makefile
+    cfg = compose_config(["experiment=demo", f"method={method}", f"ipc={ipc}"])
+    validate_config(cfg)
+    assert (cfg.dataset.name, cfg.method.iterations, cfg.eval.num_models) == ("digits", 300, 3)
+    if method == "dm":
+        assert (cfg.method.batch_real, cfg.method.dsa) == (64, False)
+    assert compose_config([f"method={method}"]).method.get("batch_real") != 64
