@@ -60,6 +60,7 @@ RESUME_FREE_KEYS = frozenset(
         "runtime.allocator",
         *RUNTIME_SWITCHES,
         "checkpoint.every_s",
+        "checkpoint.copy_to",
         "logger.wandb.group",
         "logger.wandb.job_type",
         "logger.wandb.console",
@@ -148,19 +149,32 @@ def read_checkpoint(path: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class CheckpointFile:
-    """The run directory's checkpoint.pt: where state is written, and where it resumes from."""
+    """The run directory's checkpoint.pt: where state is written, and where it resumes from.
 
-    def __init__(self, run_dir: Path, resume: str | Path | None = None) -> None:
+    `copy_to` names a second file written beside every checkpoint (a place that outlives the
+    run directory: a cluster's persistent disk when scratch is purged, a tracked folder when the
+    run directory is not kept); a run whose directory has no checkpoint resumes from it.
+    """
+
+    def __init__(
+        self, run_dir: Path, resume: str | Path | None = None, copy_to: str | Path | None = None
+    ) -> None:
         self.path = Path(run_dir) / "checkpoint.pt"
         self.resume = resume
+        self.copy = Path(str(copy_to)) if copy_to else None
         remove_stale_temporaries(self.path)
+        if self.copy is not None:
+            remove_stale_temporaries(self.copy)
         #: The newest checkpoint known to hold finite state (kept when a loss turns non-finite).
         self.last_good: Path | None = self.find()
 
     def find(self) -> Path | None:
-        """The run directory's own checkpoint (the newest state), else `resume=<file or dir>`."""
+        """The run directory's own checkpoint (the newest state), else the copy
+        (`checkpoint.copy_to`), else `resume=<file or dir>`."""
         if self.path.exists():
             return self.path
+        if self.copy is not None and self.copy.is_file():
+            return self.copy
         if not self.resume:
             return None
         path = Path(str(self.resume))
@@ -176,6 +190,9 @@ class CheckpointFile:
 
     def write(self, state: Mapping[str, Any]) -> None:
         save_torch(dict(state), self.path)
+        if self.copy is not None:
+            self.copy.parent.mkdir(parents=True, exist_ok=True)
+            save_torch(dict(state), self.copy)
         self.last_good = self.path
 
 
@@ -187,8 +204,8 @@ class CheckpointSchedule:
         self.every, self.every_s = int(every), float(every_s)
         self._since = time.monotonic()
 
-    #: The keys of a run's `checkpoint` block.
-    KEYS = frozenset({"every", "every_s"})
+    #: The keys of a run's `checkpoint` block (`copy_to` is read by CheckpointFile).
+    KEYS = frozenset({"every", "every_s", "copy_to"})
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> CheckpointSchedule:

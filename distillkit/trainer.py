@@ -57,7 +57,9 @@ class Trainer:
         validate_config(self.cfg)
         validate_resources(self.cfg)
         self.allocator = use_allocator((self.cfg.get("runtime") or {}).get("allocator"))
-        self.checkpoint = CheckpointFile(self.run_dir, self.cfg.get("resume"))
+        self.checkpoint = CheckpointFile(
+            self.run_dir, self.cfg.get("resume"), (self.cfg.get("checkpoint") or {}).get("copy_to")
+        )
         saved = self.checkpoint.load(self.cfg)
         addons = self.addons = run_addons(self.cfg)
         self.bench = Bench.from_config(self.cfg)

@@ -171,6 +171,24 @@ def test_resume_from_another_directory(small_reference, tmp_path):
     assert_same_run(second, small_reference)
 
 
+def test_copy_to_outlives_the_run_directory(small_reference, tmp_path):
+    """A session whose run directory is lost (a purged scratch disk, a fresh checkout) re-runs
+    the same command and continues from `checkpoint.copy_to`."""
+    copy = tmp_path / "kept" / "run.pt"
+    command = [*SMALL, f"checkpoint.copy_to={copy}"]
+    trainer = Trainer(compose_config(command), tmp_path / "lost")
+    crash_at(trainer, 5, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert torch.load(copy, weights_only=True)["iteration"] == 4
+    run_dir = tmp_path / "again"  # the same command, its run directory gone
+    resumed = Trainer(compose_config(command), run_dir)
+    assert resumed.start_iteration == 4 and resumed.checkpoint.last_good == copy
+    resumed.run()
+    assert_same_run(run_dir, small_reference)
+    assert torch.load(copy, weights_only=True)["iteration"] == 6  # the end writes the copy too
+
+
 def test_resume_path_that_does_not_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         Trainer(compose_config([*SMALL, f"resume={tmp_path / 'nowhere'}"]), tmp_path / "run")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One cell of "FYI on CIFAR-10 at the published budget" (README): a base method with or without
+# FYI at its published settings, CIFAR-10 IPC 1, 20 evaluation models, one thread.
+#   experiments/published_cpu.sh dc fyi      # method (dc|dsa|dm), regularizer (none|fyi)
+# Re-running the same line continues the run: from its run directory when it is still there,
+# else from the checkpoint copy kept (and committed) under benchmarks/results/published_cpu/
+# in_progress/, so a session that starts on a fresh checkout loses nothing.
+set -euo pipefail
+method=${1:?method: dc, dsa or dm}
+regularizer=${2:-none}
+case $method in dc|dsa|dm) ;; *) echo "published_cpu.sh: method must be dc, dsa or dm" >&2; exit 2;; esac
+case $regularizer in none|fyi) ;; *) echo "published_cpu.sh: regularizer must be none or fyi" >&2; exit 2;; esac
+suffix=""; [ "$regularizer" = fyi ] && suffix=_fyi
+cell=cifar10_${method}${suffix}_ipc1
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+extra=()
+if [ "$method" = dm ]; then
+  # Native bf16 (AVX-512-BF16 or AMX) makes runtime=fast pay; otherwise compile the fp32 step.
+  if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then extra+=(runtime=fast); else extra+=(runtime.compile=true); fi
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec "${DISTILLKIT:-.venv/bin/distillkit}" method="$method" regularizer="$regularizer" \
+  dataset=cifar10 dataset.root=../shared/data ipc=1 eval.num_models=20 \
+  dsa.always_flip=true eval.always_flip=true \
+  checkpoint.every=10 checkpoint.every_s=120 \
+  checkpoint.copy_to="benchmarks/results/published_cpu/in_progress/$cell.pt" \
+  "${extra[@]}" hydra.run.dir="outputs/published/$cell" "${@:3}"
