@@ -28,7 +28,8 @@ def _expose_hydra_plugin() -> None:
 
 def _register_resolvers() -> None:
     """`${distillkit.when:FLAG,TEXT}`: TEXT when FLAG is true, else "" (buffer names take `_flip`
-    under `dsa.always_flip`; OmegaConf has no conditional of its own)."""
+    under `dsa.always_flip`; OmegaConf has no conditional of its own); and
+    `${distillkit.per_dataset:NAME,TABLE,DEFAULT}`."""
     try:
         from omegaconf import OmegaConf
     except ImportError:
@@ -37,6 +38,14 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver(
             "distillkit.when", lambda flag, text: str(text) if _truthy(flag) else ""
         )
+    if not OmegaConf.has_resolver("distillkit.per_dataset"):
+        OmegaConf.register_new_resolver("distillkit.per_dataset", _per_dataset)
+
+
+def _per_dataset(name: object, table: object, default: object) -> object:
+    """`${distillkit.per_dataset:${dataset.name},{mnist: 1000},300}`: a published value that
+    differs on some datasets (DC evaluates MNIST for 1000 epochs, the rest for 300)."""
+    return table.get(str(name), default) if hasattr(table, "get") else default
 
 
 def _truthy(flag: object) -> bool:

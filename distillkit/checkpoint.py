@@ -22,7 +22,7 @@ import torch
 
 from distillkit.errors import InputError
 from distillkit.io import load_torch, remove_stale_temporaries, save_torch
-from distillkit.keys import check_keys
+from distillkit.keys import check_keys, drop_retired
 from distillkit.seeding import RunGenerators
 
 CHECKPOINT_FORMAT = "distillkit.checkpoint/2"
@@ -69,6 +69,7 @@ RESUME_FREE_KEYS = frozenset(
 #: Keys added after checkpoints were written: a checkpoint without one had this value.
 RESUME_DEFAULTS: dict[str, Any] = {"dataset.validation": 0, "method.ema_eval": "fresh"}
 
+
 log = logging.getLogger(__name__)
 
 
@@ -113,9 +114,10 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Dotted keys whose values differ (keys in RESUME_FREE_KEYS ignored)."""
-    a = {**RESUME_DEFAULTS, **_flatten(saved)}
-    b = {**RESUME_DEFAULTS, **_flatten(current)}
+    """Dotted keys whose values differ (keys in RESUME_FREE_KEYS ignored; RETIRED_KEYS dropped
+    on both sides: `method.name` is derived from `_target_`, which is compared)."""
+    a = {**RESUME_DEFAULTS, **_flatten(drop_retired(saved))}
+    b = {**RESUME_DEFAULTS, **_flatten(drop_retired(current))}
 
     def free(key: str) -> bool:
         return any(key == f or key.startswith(f + ".") for f in RESUME_FREE_KEYS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from distillkit.errors import ConfigError
@@ -19,9 +18,8 @@ __all__ = [
     "ConfigError",
     "as_dict",
     "check_known_keys",
-    "resolve_device",
+    "checked_config",
     "validate_config",
-    "validate_resources",
 ]
 
 
@@ -30,15 +28,6 @@ def as_dict(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} was asked for but CUDA is not available; use device=cpu")
-    return device
 
 
 def _require(condition: bool, message: str) -> None:
@@ -131,6 +120,8 @@ def check_known_keys(cfg: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> 
     from distillkit.models.catalog import model_keys
     from distillkit.runtime import RUNTIME_KEYS
 
+    dataset, model = str(_get(cfg, "dataset.name")), str(_get(cfg, "model.name"))
+    wandb = _get(cfg, "logger.wandb")
     check_keys(cfg, "", RUN_KEYS | set(extra_keys))
     blocks: dict[str, Any] = {
         **LOOP_BLOCKS,
@@ -140,35 +131,47 @@ def check_known_keys(cfg: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> 
         "logger": LOGGER_KEYS,
         "eval": EvalSettings.keys(),
         "method": method_class(cfg["method"]).Settings.keys(),
-        "dataset": dataset_keys(str(_get(cfg, "dataset.name"))),
-        "model": model_keys(str(_get(cfg, "model.name"))),
+        "dataset": dataset_keys(dataset),
+        "model": model_keys(model),
     }
     for section, allowed in blocks.items():
         if allowed is not None and isinstance(cfg.get(section), Mapping):
             check_keys(cfg[section], section, allowed)
-    check_keys(_get(cfg, "logger.wandb"), "logger.wandb", WANDB_KEYS)
+    check_keys(wandb, "logger.wandb", WANDB_KEYS)
     for name, options in (cfg.get("regularizer") or {}).items():
         if isinstance(options, Mapping):
             settings = addon_class(str(name), options).Settings
             check_keys(options, f"regularizer.{name}", settings.keys())
 
 
-def validate_config(cfg: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> None:
-    """Checks that need no data: every key known (`extra_keys`: see check_known_keys), numbers
-    in range, known names."""
+def validate_config(
+    cfg: Mapping[str, Any], extra_keys: Iterable[str] = (), *, resources: bool = False
+) -> None:
+    """Checks that need no data: numbers in range and known names (this module's own checks,
+    all first), then every key known (`extra_keys`: see check_known_keys), each component's
+    settings checked by the component (runtime switches refused at start-up, not when the
+    method starts) and, with `resources`, the files the method needs (MTT's expert buffer)."""
     from distillkit.data import available_datasets
     from distillkit.methods import method_class
     from distillkit.models import available_models
+    from distillkit.runtime import Runtime
 
+    _check_values(cfg, available_datasets(), available_models())
     check_known_keys(cfg, extra_keys)
+    method = method_class(cfg["method"])
+    settings = method.Settings.from_config(cfg["method"], "method")
+    Runtime.from_config(cfg.get("runtime"), "cpu")
+    if resources:
+        method.check_resources(settings)
+
+
+def _check_values(cfg: Mapping[str, Any], datasets: list[str], models: list[str]) -> None:
     ipc = cfg["ipc"]
     _require(
         isinstance(ipc, int) and not isinstance(ipc, bool) and ipc >= 1,
         f"ipc must be a positive integer, got {ipc!r}",
     )
     _integer(cfg, "seed", 0)
-    method = method_class(cfg["method"])
-    method.Settings.from_config(cfg["method"], "method")
     for path in POSITIVE_INTEGERS:
         _integer(cfg, path, 1)
     for path in NON_NEGATIVE_INTEGERS:
@@ -177,27 +180,17 @@ def validate_config(cfg: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> N
         _number(cfg, path, 0)
     _number(cfg, "eval.lr", 0, strict=True)
     _require(
-        cfg["dataset"]["name"] in available_datasets(),
-        f"unknown dataset {cfg['dataset']['name']!r}; available: {', '.join(available_datasets())}",
+        cfg["dataset"]["name"] in datasets,
+        f"unknown dataset {cfg['dataset']['name']!r}; available: {', '.join(datasets)}",
     )
-    known_models = {m.lower() for m in available_models()}
+    known_models = {m.lower() for m in models}
     for name in [cfg["model"]["name"], *cfg["eval"]["models"]]:
         _require(
             str(name).lower() in known_models,
-            f"unknown model {name!r}; available: {', '.join(available_models())}",
+            f"unknown model {name!r}; available: {', '.join(models)}",
         )
-    _check_switches(cfg)
     init = _get(cfg, "synthetic.init")
     _require(init in (None, "real", "noise"), f"synthetic.init must be real or noise, got {init!r}")
-
-
-def _check_switches(cfg: Mapping[str, Any]) -> None:
-    """runtime.* and eval.stacked: refused at start-up, not when the method or evaluation starts."""
-    from distillkit.runtime import Runtime
-
-    runtime = _get(cfg, "runtime")
-    if runtime is not None:
-        Runtime.from_config(runtime, "cpu")  # ConfigError on a bad switch
     stacked = _get(cfg, "eval.stacked")
     if stacked is not None and not isinstance(stacked, bool):
         _require(
@@ -206,36 +199,25 @@ def _check_switches(cfg: Mapping[str, Any]) -> None:
         )
 
 
-def validate_resources(cfg: Mapping[str, Any]) -> None:
-    """Cheap checks of files a run needs, before any data is loaded (each method names its own:
-    MTT's expert buffer). IID's pools are checked when the add-ons are set up, with the dataset
-    at hand, so the message can give the exact pretrain command."""
-    from distillkit.methods import method_class
+def checked_config(
+    cfg: Mapping[str, Any] | DictConfig,
+    extra_keys: Iterable[str] = (),
+    *,
+    resources: bool = True,
+) -> dict[str, Any]:
+    """The one validation of a run's config, before any data loads: a plain dict every key of
+    which some component reads, every value in range, and (`resources`) the files the method
+    needs present (an evaluation of a saved set needs no expert buffer). The method's one name
+    (its class's, the conf/method file's) is written in as `method.name` for the files and
+    W&B. What the composition root (distillkit.assembly.assemble_run) builds from."""
+    from distillkit.methods import method_name
 
-    method = method_class(cfg["method"])
-    method.check_resources(method.Settings.from_config(cfg["method"], "method"))
-
-
-def synthetic_factor(cfg: Mapping[str, Any]) -> int:
-    """IDM-style partition factor: the method's own `factor` when it sets one, else synthetic's."""
-    return int(cfg["method"].get("factor") or cfg["synthetic"].get("factor", 1))
-
-
-def validate_against_data(cfg: Mapping[str, Any], data: Any) -> None:
-    """Checks that need the loaded dataset."""
-    counts = data.class_counts()
-    smallest = int(counts.min())
-    factor = synthetic_factor(cfg)
-    _require(factor >= 1, f"synthetic.factor must be >= 1, got {factor}")
-    needed = cfg["ipc"] * factor**2
-    if cfg["synthetic"]["init"] == "real":
-        _require(
-            needed <= smallest,
-            f"ipc={cfg['ipc']} needs {needed} real images per class to initialise from, more "
-            f"than the {smallest} of the smallest class of {data.info.name}",
-        )
-    h, w = data.info.image_size
-    _require(
-        h % factor == 0 and w % factor == 0,
-        f"synthetic.factor={factor} does not divide the {h}x{w} images of {data.info.name}",
-    )
+    plain = as_dict(cfg)
+    given = plain["method"].get("name")  # a config checked before carries the derived name
+    plain["method"] = {k: v for k, v in plain["method"].items() if k != "name"}
+    validate_config(plain, extra_keys, resources=resources)
+    name = method_name(plain["method"])
+    if given is not None and given != name:
+        raise ConfigError(f"method.name: the method's name is its class's ({name}); remove it")
+    plain["method"]["name"] = name
+    return plain

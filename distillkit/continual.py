@@ -20,14 +20,14 @@ import torch
 from torch import Tensor
 
 from distillkit.addons import AddOn, SetupContext, build_addons
-from distillkit.assembly import Bench, build_distillation, evaluation_augment
-from distillkit.config import synthetic_factor
+from distillkit.assembly import assemble_run
 from distillkit.data import RealData
 from distillkit.errors import ConfigError
-from distillkit.evaluation import EvalSettings, evaluate_set
+from distillkit.evaluation import evaluate_set
 from distillkit.methods import method_class
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators, derive_seed
+from distillkit.synthetic import mosaic_factor
 from distillkit.visualize import save_line_plot
 
 #: The top-level keys conf/continual.yaml adds to a run's config (checked with the run's own).
@@ -84,14 +84,9 @@ def distil_classes(
     seed: int,
 ) -> tuple[Tensor, Tensor, float | None]:
     """Distil IPC images per class of `classes`; returns (images, original labels, eval lr)."""
-    sub = restrict_classes(data, classes)
-    bench = Bench(
-        sub.device,
-        sub,
-        NetworkFactory.from_config(cfg["model"], sub.info, sub.device),
-        RunGenerators(seed),
-    )
-    synthetic, method = build_distillation(cfg, bench, addons)
+    parts = assemble_run({**cfg, "seed": seed}, restrict_classes(data, classes), addons=addons)
+    method = parts.method
+    assert method is not None  # built: distil=True
     if method.optimises:
         for iteration in range(int(cfg["method"].get("iterations", 0))):
             method.step(iteration)
@@ -109,7 +104,8 @@ def run_continual(
     """Every order, every step: distil the new classes, train on all so far, test on seen.
 
     Returns one row per (order, step, evaluation model) with accuracies in percent. The config
-    is the trainer's (checked by `validate_config` and `validate_against_data` first).
+    is the trainer's (checked by `checked_config` first; `assemble_run` checks it against the
+    data).
     """
     k = data.info.num_classes
     seed = int(cfg["seed"])
@@ -122,11 +118,14 @@ def run_continual(
         cfg.get("regularizer"),
         method,
         context=SetupContext(
-            data.info, device, RunGenerators(seed), ipc * synthetic_factor(cfg) ** 2
+            data.info,
+            device,
+            RunGenerators(seed),
+            ipc * mosaic_factor(cfg["method"], cfg["synthetic"]) ** 2,
         ),
     )
-    eval_settings = EvalSettings.from_config(cfg["eval"])
-    eval_augment = evaluation_augment(cfg)
+    whole = assemble_run(cfg, data, distil=False, addons=addons)
+    eval_settings, eval_augment = whole.eval_settings, whole.eval_augment
     label = "+".join([cfg["method"]["name"], *sorted(cfg.get("regularizer") or {})])
     rows: list[dict[str, Any]] = []
     for o, order in enumerate(class_orders(k, orders, seed)):

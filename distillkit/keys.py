@@ -14,6 +14,24 @@ from distillkit.errors import ConfigError
 
 #: Keys every component's block may carry besides its fields (Hydra's instantiate target).
 PASSTHROUGH_KEYS = frozenset({"_target_"})
+#: Keys that configs saved by earlier versions carry and today's do not: the method's name (now
+#: its class's) and DC's protocol values, which moved into the blocks that read them
+#: (`synthetic.init`, `eval.augment`, `eval.epochs`). Dropped from a saved config before it is
+#: checked or compared, so old checkpoints resume and old synthetic sets evaluate.
+RETIRED_KEYS = frozenset(
+    {"method.name", "method.init", "method.eval_augment", "method.eval_epochs"}
+)
+
+
+def drop_retired(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`cfg` without the RETIRED_KEYS (a copy; nested blocks copied where a key is dropped)."""
+    out = dict(cfg)
+    for dotted in RETIRED_KEYS:
+        section, key = dotted.split(".", 1)
+        block = out.get(section)
+        if isinstance(block, Mapping) and key in block:
+            out[section] = {k: v for k, v in block.items() if k != key}
+    return out
 
 
 def unknown_key(section: str, key: str, allowed: Iterable[str]) -> ConfigError:

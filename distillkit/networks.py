@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distillkit.errors import ConfigError
 from distillkit.models import build_model
 from distillkit.seeding import seeded_global_rng
 
@@ -59,3 +60,22 @@ class NetworkFactory:
         return NetworkFactory(
             name, self.channels, self.num_classes, self.image_size, {}, self.device
         )
+
+    def check_architectures(self, names: list[str], dataset: str) -> None:
+        """Build each architecture once on the dataset's image size.
+
+        A network that cannot take the images (too small for its pooling, options it does not
+        accept) otherwise fails deep inside distillation or after it, at evaluation.
+        """
+        c, (h, w) = self.channels, self.image_size
+        scratch = torch.Generator().manual_seed(0)
+        for name in dict.fromkeys(names):
+            try:
+                net = self.for_architecture(name)(scratch).eval()
+                with torch.no_grad():
+                    net(torch.zeros((2, c, h, w), device=self.device))
+            except (ValueError, RuntimeError, TypeError) as exc:
+                detail = " ".join(str(exc).split())[:200]
+                raise ConfigError(
+                    f"model {name} cannot take the {c}x{h}x{w} images of {dataset}: {detail}"
+                ) from None

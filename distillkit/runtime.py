@@ -206,3 +206,13 @@ def _report(name: str, exc: BaseException) -> None:
         f"(set runtime.compile=false to skip compiling): {type(exc).__name__}: {detail}",
         file=sys.stderr,
     )
+
+
+def resolve_device(name: str) -> torch.device:
+    """`device`: auto (cuda when available, else cpu) or a torch device name that exists here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was asked for but CUDA is not available; use device=cpu")
+    return device

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -221,3 +221,28 @@ def encode_mosaic(x: Tensor, y: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     small = small.reshape(n // group, factor, factor, c, h // factor, w // factor)
     mosaics = small.permute(0, 3, 1, 4, 2, 5).reshape(n // group, c, h, w)
     return mosaics, y[::group]
+
+
+def mosaic_factor(method_cfg: Mapping[str, Any], synthetic_cfg: Mapping[str, Any]) -> int:
+    """IDM-style partition factor: the method's own `factor` when it sets one, else
+    `synthetic.factor`."""
+    return int(method_cfg.get("factor") or synthetic_cfg.get("factor", 1))
+
+
+def check_initialisable(data: Any, ipc: int, init: str, factor: int) -> None:
+    """The checks that need the loaded dataset: enough real images per class to initialise
+    from, and a factor that divides the image size."""
+    if factor < 1:
+        raise ConfigError(f"synthetic.factor must be >= 1, got {factor}")
+    smallest = int(data.class_counts().min())
+    needed = ipc * factor**2
+    if init == "real" and needed > smallest:
+        raise ConfigError(
+            f"ipc={ipc} needs {needed} real images per class to initialise from, more "
+            f"than the {smallest} of the smallest class of {data.info.name}"
+        )
+    h, w = data.info.image_size
+    if h % factor or w % factor:
+        raise ConfigError(
+            f"synthetic.factor={factor} does not divide the {h}x{w} images of {data.info.name}"
+        )

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from distillkit.allocator import use_allocator
-from distillkit.assembly import Bench, build_distillation, evaluation_augment, run_addons
+from distillkit.assembly import assemble_run
 from distillkit.augment import DSA
 from distillkit.checkpoint import (
     CheckpointFile,
@@ -28,13 +28,8 @@ from distillkit.checkpoint import (
     restore,
     snapshot,
 )
-from distillkit.config import (
-    as_dict,
-    validate_against_data,
-    validate_config,
-    validate_resources,
-)
-from distillkit.evaluation import EvalSettings, evaluate_in_turn, evaluate_set
+from distillkit.config import checked_config
+from distillkit.evaluation import evaluate_in_turn, evaluate_set
 from distillkit.io import load_torch, save_json
 from distillkit.logging import build_logger
 from distillkit.metrics.unequalness import unequalness
@@ -51,27 +46,22 @@ class Trainer:
     """Builds everything from one config, distils, evaluates, and writes the run's files."""
 
     def __init__(self, cfg: Mapping[str, Any] | DictConfig, run_dir: str | Path) -> None:
-        self.cfg = as_dict(cfg)
         self.run_dir = Path(run_dir)
         # Checks and files first: a bad config or checkpoint fails before data is loaded.
-        validate_config(self.cfg)
-        validate_resources(self.cfg)
+        self.cfg = checked_config(cfg)
         self.allocator = use_allocator((self.cfg.get("runtime") or {}).get("allocator"))
         self.checkpoint = CheckpointFile(
             self.run_dir, self.cfg.get("resume"), (self.cfg.get("checkpoint") or {}).get("copy_to")
         )
         saved = self.checkpoint.load(self.cfg)
-        addons = self.addons = run_addons(self.cfg)
-        self.bench = Bench.from_config(self.cfg)
-        validate_against_data(self.cfg, self.bench.data)
-        self.bench.check_models([self.cfg["model"]["name"], *self.cfg["eval"]["models"]])
-        self.data, self.device = self.bench.data, self.bench.device
-        self.synthetic, self.method = build_distillation(self.cfg, self.bench, addons)
+        parts = assemble_run(self.cfg)
+        self.bench, self.addons = parts.bench, parts.addons
+        self.data, self.device = parts.bench.data, parts.bench.device
+        self.synthetic, self.method = parts.synthetic, parts.method  # type: ignore[assignment]
         self.iterations = (
             int(self.cfg["method"].get("iterations", 0)) if self.method.optimises else 0
         )
-        self.eval_settings = EvalSettings.from_config(self.cfg["eval"])
-        self.eval_augment = evaluation_augment(self.cfg)
+        self.eval_settings, self.eval_augment = parts.eval_settings, parts.eval_augment
         self.unequalness_augment = DSA.from_config(self.cfg["dsa"])
         self.guard = FiniteGuard(self.device)
         self.progress = bool(self.cfg.get("progress", True))

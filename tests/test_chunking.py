@@ -256,7 +256,7 @@ data = RealData(info, images, labels, images[:classes], labels[:classes])
 gens = RunGenerators(0)
 syn = SyntheticSet.initialise(data, 1, "real", gens["init"])
 networks = NetworkFactory("ConvNet", 1, classes, (size, size), {"width": 32, "depth": 2})
-cfg = {"_target_": "distillkit.methods.dm.DistributionMatching", "name": "dm", "lr_img": 1.0,
+cfg = {"_target_": "distillkit.methods.dm.DistributionMatching", "lr_img": 1.0,
        "momentum": 0.5, "batch_real": per_class, "dsa": True}
 method = build_method(MethodContext(cfg, data, syn, networks, DSA("color_crop_cutout"), gens,
                                     runtime={"memory_budget": budget}))

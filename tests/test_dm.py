@@ -20,7 +20,7 @@ def make_dm(seed: int = 0, ipc: int = 2, dsa: bool = False, lr_img: float = 1.0)
     syn = SyntheticSet.initialise(data, ipc, "real", gens["init"])
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
     augment = DSA("color_crop_cutout_scale_rotate") if dsa else None
-    cfg = {"name": "dm", "lr_img": lr_img, "momentum": 0.5, "batch_real": 32, "iterations": 10}
+    cfg = {"lr_img": lr_img, "momentum": 0.5, "batch_real": 32, "iterations": 10}
     ctx = MethodContext(cfg, data, syn, networks, augment, gens)
     return build_method("dm", ctx), data, syn
 

@@ -127,7 +127,7 @@ def _mtt(data, factory, buffer_dir, augment):
     gens = RunGenerators(1)
     synthetic = SyntheticSet.initialise(data, 1, "real", gens["init"])
     settings = {
-        "name": "mtt", "iterations": 1, "syn_steps": 1, "expert_epochs": 1, "max_start_epoch": 1,
+        "iterations": 1, "syn_steps": 1, "expert_epochs": 1, "max_start_epoch": 1,
         "buffer": str(buffer_dir), "dsa": augment is not None,
     }  # fmt: skip
     ctx = MethodContext(settings, data, synthetic, factory, augment, gens, [])

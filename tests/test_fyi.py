@@ -51,7 +51,7 @@ def test_dm_feeds_the_doubled_batch_to_its_network(monkeypatch):
     syn, data = fyi_set()
     gens = RunGenerators(0)
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8})
-    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "iterations": 1}
+    cfg = {"lr_img": 1.0, "momentum": 0.5, "batch_real": 16, "iterations": 1}
     method = build_method("dm", MethodContext(cfg, data, syn, networks, None, gens))
     seen = []
     original = NetworkFactory.frozen
@@ -94,7 +94,7 @@ def test_flip_real_doubles_real_batches_only_when_asked(digits):
         syn = SyntheticSet.initialise(data, 1, "real", torch.Generator().manual_seed(0))
         regs = build_addons({"fyi": {"flip_real": flip_real}}, "dm")
         ctx = MethodContext(
-            {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 2},
+            {"lr_img": 1.0, "momentum": 0.5, "batch_real": 2},
             data,
             syn,
             NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8}),

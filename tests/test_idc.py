@@ -232,7 +232,7 @@ def test_idc_evaluation_composition_is_flip_and_colour_then_one_geometric():
     """Efficient-Dataset-Condensation train.py ~122 with misc/augment.py ~57-77: per sample,
     flip (p 0.5) and colour always, then one of crop / scale / rotate drawn per call; no cutout
     (CutMix replaces it)."""
-    from distillkit.assembly import evaluation_augment
+    from distillkit.augment.choice import evaluation_augment
 
     cfg = compose_config(["method=idc", "dataset=cifar10", "ipc=10"])
     augment = evaluation_augment(cfg)

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distillkit.methods",),
     ("distillkit.addons",),
     ("distillkit.pool", "distillkit.experts"),
-    ("distillkit.evaluation", "distillkit.shards"),
+    ("distillkit.evaluation", "distillkit.shards", "distillkit.workbench"),
     (
         "distillkit.checkpoint",
         "distillkit.synthetic",

@@ -105,7 +105,7 @@ def dm(runtime, seed=0):
     data = load_dataset("digits", image_size=8)
     gens = RunGenerators(seed)
     synthetic = SyntheticSet.initialise(data, 2, "real", gens["init"])
-    cfg = {"name": "dm", "lr_img": 1.0, "momentum": 0.5, "batch_real": 16}
+    cfg = {"lr_img": 1.0, "momentum": 0.5, "batch_real": 16}
     networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 8, "depth": 2})
     ctx = MethodContext(cfg, data, synthetic, networks, None, gens, runtime=runtime)
     return build_method("dm", ctx)

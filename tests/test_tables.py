@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import FTD_PUBLISHED, MTT_PUBLISHED
 
+from distillkit.methods import method_name
 from distillkit.tables.plan import compose_jobs, make_plan
 from distillkit.tables.render import (
     CellResult,
@@ -72,7 +73,7 @@ def check_published(
     """Every published value that applies to (method, add-ons, dataset, ipc); `fyi_protocol`:
     the FYI table's default protocol (FYI's always-flip DSA and its CIFAR-100 IPC 50 loops)."""
     m = cfg.method
-    assert (m.name, cfg.dataset.name, cfg.ipc) == (method, dataset, ipc)
+    assert (method_name(m), cfg.dataset.name, cfg.ipc) == (method, dataset, ipc)
     keys = {k for r in regularizers for k in (("cc", "cm") if r == "iid" else (r,))}
     assert sorted(cfg.regularizer or {}) == sorted(keys)
     # DM and IDM on Tiny-ImageNet: the references' `ConvNet` is depth 3 at any size
@@ -412,3 +413,43 @@ def test_slurm_gpu_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (1, 1, "gpu")
+
+
+# -- what a method declares, not its name, shapes its jobs -----------------------------------------
+def test_smoke_jobs_take_each_methods_own_budget(tmp_path):
+    from distillkit.methods.registry import shipped_method
+    from distillkit.tables.plan import SMOKE_COMMON
+
+    plan = make_plan(load_table("fyi", TABLES), "smoke", tmp_path)
+    for job in plan.jobs:
+        own = shipped_method(plan.spec.row(job.row).method).smoke_overrides
+        at = job.overrides.index(SMOKE_COMMON[-1]) + 1
+        assert job.overrides[at : at + len(own)] == own, job.row
+
+
+def test_a_method_that_declares_an_expert_buffer_gets_one_without_editing_the_plan(
+    tmp_path, monkeypatch
+):
+    from distillkit.methods import registry
+    from distillkit.methods.dm import DistributionMatching
+
+    class ExpertDM(DistributionMatching):
+        """A stand-in for a new method that reads experts of its own kind."""
+
+        name = "dm"
+        smoke_overrides = ("method.batch_real=4",)
+        expert_options = ("optimizer=gsam", "gsam.rho=0.1")
+        smoke_buffer_overrides = ("method.something=null",)
+
+    shipped = registry.shipped_method
+    monkeypatch.setattr(registry, "shipped_method", lambda n: ExpertDM if n == "dm" else shipped(n))
+    _tiny_table(tmp_path / "tables", TINY_TABLE)
+    plan = make_plan(load_table("tiny", tmp_path / "tables"), "smoke", tmp_path / "results")
+    (experts,) = plan.prerequisites
+    assert experts.kind == "experts" and experts.directory.name == "experts_dm"
+    assert "optimizer=gsam" in experts.argv and "gsam.rho=0.1" in experts.argv
+    for job in plan.jobs:
+        assert "method.batch_real=4" in job.overrides
+        buffer = job.overrides.index(f"method.buffer={experts.directory}")
+        assert job.overrides[buffer + 1] == "method.something=null"
+        assert "synthetic.init=noise" not in job.overrides  # one real image per stored image

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from distillkit.methods import method_name
 from distillkit.synthetic import SyntheticSet
 from distillkit.trainer import Trainer
 
@@ -48,7 +49,7 @@ def test_run_writes_every_output(tiny_config, tmp_path, digits):
     assert results["headline"] == saved["headline"]
     synthetic, state = SyntheticSet.load(tmp_path / "synthetic_set.pt")
     assert synthetic.images.shape == (20, 1, 8, 8)
-    assert state["config"]["method"]["name"] == "dm"
+    assert state["config"]["method"]["name"] == method_name(state["config"]["method"]) == "dm"
     assert state["meta"]["class_names"][3] == "3"
 
 

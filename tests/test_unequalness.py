@@ -89,3 +89,90 @@ def test_real_cifar10_sets_become_nearly_flip_invariant(shared_data):
     data = load_dataset("cifar10", root=shared_data, train_limit=200, test_limit=1)
     u = curve(data, [1, 200], distances=("dm",))
     assert u[("dm", 200)] < 0.1 * u[("dm", 1)]
+
+
+# -- the distance is the method's own ------------------------------------------------------------
+def matching_pair(name: str, monkeypatch, dsa: bool = False):
+    """A method whose synthetic set is X (digits, IPC 3) and whose every real batch is flip(X),
+    so that its matching loss is D(flip X, X); with the networks it matches under."""
+    from helpers import build_method
+    from kornia.geometry.transform import hflip
+
+    from distillkit.methods import MethodContext
+    from distillkit.seeding import RunGenerators
+    from distillkit.synthetic import SyntheticSet
+
+    data = load_dataset("digits", image_size=8)
+    gens = RunGenerators(0)
+    syn = SyntheticSet.initialise(data, 3, "real", gens["init"])
+    networks = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 16})
+    cfg = {"lr_img": 0.1, "momentum": 0.5, "batch_real": 3, "iterations": 1}
+    if name != "dm":
+        cfg.update(outer_loop=1, inner_loop=1, real_gradients="loop", syn_gradients="loop")
+    ctx = MethodContext(
+        cfg, data, syn, networks, AUGMENT if dsa else None, gens, runtime={"memory_budget": 0}
+    )
+    method = build_method(name, ctx)
+    x, labels = syn.batch()
+    x = x.detach()
+    flipped = hflip(x)
+    monkeypatch.setattr(data, "sample_per_class", lambda n, generator: (flipped, labels))
+    return method, networks, x, flipped, labels
+
+
+def test_dm_distance_is_its_matching_loss_on_a_set_and_its_flip(monkeypatch):
+    method, networks, x, flipped, labels = matching_pair("dm", monkeypatch)
+    net = networks.frozen(torch.Generator().manual_seed(1))
+    loss = method.matching_loss(net)
+    per_class = type(method).pair_distance(net, x, flipped, labels, 10)
+    assert per_class.shape == (10,)
+    assert torch.equal(per_class.sum(), loss.detach())
+
+
+@pytest.mark.parametrize("name", ["dc", "dsa"])
+def test_gradient_matching_distance_is_its_matching_loss_on_a_set_and_its_flip(name, monkeypatch):
+    method, networks, x, flipped, labels = matching_pair(name, monkeypatch, dsa=name == "dsa")
+    net = networks(torch.Generator().manual_seed(1))
+    generator = torch.Generator().set_state(method.generator.get_state())  # the same DSA draw
+    loss = method.match(net)  # real = flip X, synthetic = X
+    per_class = type(method).pair_distance(
+        net, flipped, x, labels, 10, augment=AUGMENT, generator=generator
+    )
+    assert per_class.shape == (10,)
+    assert torch.equal(per_class.sum(), loss)
+
+
+def test_a_new_method_with_a_distance_is_a_distance_without_editing_the_score():
+    from distillkit.classwise import class_means
+    from distillkit.methods import Method
+    from distillkit.metrics.unequalness import distance_names
+
+    class MeanPixelMatching(Method):
+        """A stand-in for a method added later: it matches per-class mean pixels."""
+
+        name = "mean_pixel_test"
+
+        @classmethod
+        def pair_distance(cls, net, x, x_other, labels, num_classes, **_):
+            del net
+            means = [class_means(b.flatten(1), labels, num_classes) for b in (x, x_other)]
+            return (means[0] - means[1]).abs().sum(1)
+
+    assert "mean_pixel_test" in distance_names()
+    images, labels = random_set()
+    assert score(images, labels, distances=("mean_pixel_test",))["mean_pixel_test"] > 0
+    symmetric = score(images + images.flip(-1), labels, distances=("mean_pixel_test", "dm"))
+    assert symmetric["mean_pixel_test"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distances_are_the_methods_that_have_one():
+    from distillkit.errors import ConfigError
+    from distillkit.metrics import unequalness as module
+
+    names = module.distance_names()
+    assert {"dm", "dc", "dsa"} <= set(names) and module.DISTANCES == names
+    assert not {"mtt", "ftd", "random", "idc", "idm"} & set(names)  # no matching distance
+    images, labels = random_set()
+    for bad in ("mtt", "no_such_method"):
+        with pytest.raises(ConfigError, match=r"unknown unequalness distance.*use .*dm"):
+            score(images, labels, distances=(bad,))

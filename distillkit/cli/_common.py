@@ -116,7 +116,7 @@ def record_failure(cfg: Any, run_dir: Path, job: int | str, exc: BaseException) 
         "status": "failed",
         "error": type(exc).__name__,
         "message": str(exc),
-        "method": pick("method.name"),
+        "method": _method_name(pick("method")),
         "regularizers": sorted(regularizers) if isinstance(regularizers, DictConfig) else [],
         "dataset": pick("dataset.name"),
         "ipc": pick("ipc"),
@@ -210,3 +210,18 @@ def hydra_command(
         for failure in failures:
             print(f"  {failure.line}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED)
+
+
+def _method_name(method_cfg: object) -> str | None:
+    """The failed job's method name, when its method block names a known class."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from distillkit.errors import ConfigError
+    from distillkit.methods import method_name
+
+    if not isinstance(method_cfg, DictConfig):
+        return None
+    try:
+        return method_name(OmegaConf.to_container(method_cfg, resolve=False))  # type: ignore[arg-type]
+    except ConfigError:  # not a known method: the record says so by leaving it out
+        return None

@@ -27,14 +27,12 @@ from distillkit.config import as_dict
 @exit_on_user_errors
 def continual_rows(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list, str]:
     """(this run's rows, the compared runs' rows, the dataset's name)."""
-    from distillkit.assembly import Bench
-    from distillkit.config import validate_against_data, validate_config, validate_resources
+    from distillkit.assembly import assemble_run
+    from distillkit.config import checked_config
     from distillkit.continual import CONTINUAL_KEYS, read_csv, run_continual
 
-    validate_config(settings, CONTINUAL_KEYS)
-    validate_resources(settings)
-    bench = Bench.from_config(settings)
-    validate_against_data(settings, bench.data)
+    settings = checked_config(settings, CONTINUAL_KEYS)
+    bench = assemble_run(settings, distil=False).bench
     others = [read_csv(p) for p in settings.get("compare") or []]
 
     def show(row: dict) -> None:

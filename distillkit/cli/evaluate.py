@@ -41,41 +41,27 @@ def parser() -> argparse.ArgumentParser:
 
 @exit_on_user_errors
 def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
-    from distillkit.assembly import evaluation_augment, load_saved_set
-    from distillkit.config import resolve_device
-    from distillkit.evaluation import EvalSettings, evaluate_set
+    from distillkit.assembly import assemble_run, load_saved_set
+    from distillkit.config import checked_config
+    from distillkit.evaluation import evaluate_set
     from distillkit.io import save_json
-    from distillkit.networks import NetworkFactory
-    from distillkit.seeding import RunGenerators
+    from distillkit.runtime import resolve_device
 
-    device = resolve_device(args.device)
     run, path = None, Path(args.path)
     if args.path.startswith(ARTIFACT_PREFIX):
         run, path = use_artifact(args.path.removeprefix(ARTIFACT_PREFIX))
-    saved = load_saved_set(path, device, args.data_root)
-    cfg = saved.cfg
-    eval_cfg = dict(cfg["eval"])
-    for key, value in (
-        ("models", args.models),
-        ("num_models", args.num_models),
-        ("epochs", args.epochs),
-    ):
-        if value is not None:
-            eval_cfg[key] = value
-    if args.no_dsa:
-        eval_cfg["dsa"] = False
-    settings = EvalSettings.from_config(eval_cfg)
-    augment = evaluation_augment(cfg, eval_cfg) if settings.dsa else None
-    networks = NetworkFactory.from_config(cfg["model"], saved.data.info, device)
+    saved = load_saved_set(path, resolve_device(args.device), args.data_root)
+    cfg = evaluation_config(saved.cfg, args)
+    parts = assemble_run(checked_config(cfg, resources=False), saved.data, distil=False)
     images, labels = saved.synthetic.training_set()
     results = evaluate_set(
         images,
         labels,
         saved.data,
-        networks,
-        settings,
-        augment,
-        RunGenerators(args.seed)["eval/saved"],
+        parts.bench.networks,
+        parts.eval_settings,
+        parts.eval_augment,
+        parts.bench.generators["eval/saved"],
         lr=saved.saved.get("lr"),
     )
     if run is not None:  # the eval run records the accuracy beside the artifact it used
@@ -89,6 +75,22 @@ def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
         shown = {a: {k: r[k] for k in ("mean", "std", "n")} for a, r in results.items()}
         print(json.dumps({"accuracy": shown}))
     return results
+
+
+def evaluation_config(saved_cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The saved run's config with this command's choices: device, seed, and the evaluation
+    options (`--no-dsa` trains with no augmentation at all, DC's included)."""
+    eval_cfg = dict(saved_cfg["eval"])
+    for key, value in (
+        ("models", args.models),
+        ("num_models", args.num_models),
+        ("epochs", args.epochs),
+    ):
+        if value is not None:
+            eval_cfg[key] = value
+    if args.no_dsa:
+        eval_cfg["dsa"], eval_cfg["augment"] = False, "none"
+    return {**saved_cfg, "device": args.device, "seed": args.seed, "eval": eval_cfg}
 
 
 def use_artifact(name: str) -> tuple[Any, Path]:

@@ -51,17 +51,12 @@ class MethodContext:
 class MethodSettings(Settings):
     """What the trainer reads of every method's config."""
 
-    #: The method's name in results and tables (the group file's name).
+    #: The method's one name, its class's `name` (= its conf/method file's): never set in a
+    #: YAML; `checked_config` writes it for the files, tables and W&B.
     name: str = ""
     iterations: int = ranged(0, minimum=0)
     #: Siamese DSA while distilling (the run's `dsa` block).
     dsa: bool = False
-    #: The method's published defaults for other groups, read there by interpolation:
-    #: `synthetic.init` (real | noise), `eval.augment` (dsa | dc | none) and `eval.epochs`
-    #: per dataset name (`default` for the rest). None: those groups' own defaults.
-    init: str | None = None
-    eval_augment: str | None = None
-    eval_epochs: dict[str, int] | None = None
 
 
 class Method:
@@ -76,6 +71,17 @@ class Method:
     #: Whether loss add-ons (IID's CC and CM) may add terms to this method's matching step;
     #: such a method builds `LossContext`s through `addon_terms`.
     takes_loss_addons: ClassVar[bool] = False
+    #: Whether the method matches under a Siamese DSA draw it cannot do without (DSA; DC and DM
+    #: use one only when the run asks): its `pair_distance` then needs an enabled augmentation.
+    requires_augment: ClassVar[bool] = False
+    #: Overrides of the method's smoke-scale table jobs (distillkit.tables): budgets small enough
+    #: for a CPU check of the plumbing (the published loops and queues are far too big).
+    smoke_overrides: ClassVar[tuple[str, ...]] = ()
+    #: The distillkit-experts options of the expert buffer the method reads (`method.buffer`;
+    #: () for plain SGD experts); None: it reads none. Tables build the buffer it needs.
+    expert_options: ClassVar[tuple[str, ...] | None] = None
+    #: Overrides of a smoke-scale job after the one-expert buffer it reads.
+    smoke_buffer_overrides: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -112,6 +118,28 @@ class Method:
         method: a DM variant uses DM's unless given its own)."""
         names = [c.name for c in cls.__mro__ if "name" in vars(c) and issubclass(c, Method)]
         return tuple(n for n in dict.fromkeys(names) if n != "base")
+
+    @classmethod
+    def pair_distance(
+        cls,
+        net: torch.nn.Module,
+        x: Tensor,
+        x_other: Tensor,
+        labels: Tensor,
+        num_classes: int,
+        *,
+        augment: DSA | None = None,
+        generator: torch.Generator | None = None,
+        budget: int = 0,
+    ) -> Tensor:
+        """The method's matching distance between two batches of the same shape and `labels`,
+        per class, shape (num_classes,), computed by the code its matching step uses; FYI's
+        unequalness U(X) = D(X, flip X) is it (distillkit.metrics.unequalness). `augment` and
+        `generator`: the Siamese DSA draw of a method that `requires_augment`; `budget`: bytes
+        per network pass (0: one pass). Methods that match no distance (MTT's trajectories, a
+        random subset) have none: this default raises."""
+        del net, x, x_other, labels, num_classes, augment, generator, budget
+        raise NotImplementedError(f"method {cls.name!r} has no matching distance (pair_distance)")
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -7,17 +7,19 @@ per-class means from running sums), so a step's memory does not grow with the nu
 the synthetic side keeps its graph in one pass (that is what the loss needs). With a budget that
 holds the whole batch it is one pass, and on the CPU the chunked step is bit-identical to it.
 Loss add-ons (IID's CC and CM) see the same augmented batches and, when they ask for it, the
-feature maps of the same forward passes.
+feature maps of the same forward passes. `pair_distance`, the distance FYI's unequalness score
+uses, is the matching term between two batches: the same class means and distance functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from distillkit.augment import DSAParams
+from distillkit.augment import DSA, DSAParams
 from distillkit.classwise import class_means
 from distillkit.memory import row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
@@ -35,6 +37,54 @@ def embed_and_map(net: nn.Module, x: Tensor, with_map: bool) -> tuple[Tensor, Te
     return (net.embed(x) if embedded is None else embedded), fmap
 
 
+def mean_embedding_distance(means: Tensor, other: Tensor) -> Tensor:
+    """DM's distance per class: || mean_c - other_c ||^2 of two (K, D) tables, shape (K,)."""
+    return (means - other).pow(2).sum(1)
+
+
+def chunked_class_means(
+    net: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    k: int,
+    budget: int,
+    network_pass: Callable[[nn.Module, Tensor], tuple[Tensor, Tensor | None]],
+    *,
+    augment: DSA | None = None,
+    params: DSAParams | None = None,
+    dtype: torch.dtype | None = None,
+    keep: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(per-class mean features (k, D), the batch as it went through `network_pass`, its feature
+    maps or None) under no_grad, in row chunks under `budget` bytes (`dtype`: the pass's
+    precision), each chunk DSA-augmented with `params` first when given. Sums run over rows in
+    order, as one scatter over the whole batch does, so the means do not depend on the chunking.
+    The augmented batch is kept (`keep`) only for add-ons that read it."""
+    sums: Tensor | None = None
+    kept: list[Tensor] = []
+    maps: list[Tensor] = []
+    with torch.no_grad():
+        for rows in row_slices(net, x, budget, dtype):
+            chunk = x[rows]
+            if params is not None:
+                chunk = augment.apply(chunk, params, labels[rows])
+            features, fmap = network_pass(net, chunk)
+            if sums is None:
+                sums = features.new_zeros((k, features.shape[1]))
+            sums.index_add_(0, labels[rows], features)
+            if keep:
+                kept.append(chunk)
+            if fmap is not None:
+                maps.append(fmap)
+    counts = torch.bincount(labels, minlength=k).clamp_min(1).to(sums.dtype)
+    augmented = torch.cat(kept) if keep else x
+    return sums / counts[:, None], augmented, torch.cat(maps) if maps else None
+
+
+def _embedding(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    return embed_and_map(net, x, False)
+
+
 @dataclass(frozen=True)
 class DMSettings(MethodSettings):
     """Defaults are the paper's (conf/method/dm.yaml says where each comes from)."""
@@ -47,7 +97,31 @@ class DMSettings(MethodSettings):
 class DistributionMatching(Method):
     name = "dm"
     takes_loss_addons = True
+    smoke_overrides = ("method.batch_real=16",)
     Settings = DMSettings
+
+    @classmethod
+    def pair_distance(
+        cls,
+        net: nn.Module,
+        x: Tensor,
+        x_other: Tensor,
+        labels: Tensor,
+        num_classes: int,
+        *,
+        augment: DSA | None = None,
+        generator: torch.Generator | None = None,
+        budget: int = 0,
+    ) -> Tensor:
+        """|| mean embed(X_c) - mean embed(X'_c) ||^2 per class, shape (K,): the matching term's
+        distance and class means, both sides under no_grad in row chunks under `budget` bytes
+        (no augmentation: DM's DSA is the run's choice, not part of its distance)."""
+        del augment, generator
+        means = [
+            chunked_class_means(net, batch, labels, num_classes, budget, _embedding)[0]
+            for batch in (x, x_other)
+        ]
+        return mean_embedding_distance(*means)
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -78,31 +152,19 @@ class DistributionMatching(Method):
         self, net: nn.Module, real: Tensor, labels: Tensor, params: DSAParams | None, k: int
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(per-class mean features, the augmented real batch, its feature maps or None) under
-        no_grad, in row chunks under the memory budget. Sums run over rows in order, as one
-        scatter over the whole batch does, so the means do not depend on the chunking. The
-        augmented batch and maps are kept only for add-ons that read them."""
-        keep = bool(self.loss_addons)
-        sums: Tensor | None = None
-        kept: list[Tensor] = []
-        maps: list[Tensor] = []
-        augment = self.ctx.augment
-        dtype = self.runtime.dtype if self.runtime.mixed else None
-        with torch.no_grad():
-            for rows in row_slices(net, real, self.runtime.memory_budget, dtype):
-                x = real[rows]
-                if params is not None:
-                    x = augment.apply(x, params, labels[rows])
-                features, fmap = self.network_pass(net, x)
-                if sums is None:
-                    sums = features.new_zeros((k, features.shape[1]))
-                sums.index_add_(0, labels[rows], features)
-                if keep:
-                    kept.append(x)
-                if fmap is not None:
-                    maps.append(fmap)
-        counts = torch.bincount(labels, minlength=k).clamp_min(1).to(sums.dtype)
-        augmented = torch.cat(kept) if keep else real
-        return sums / counts[:, None], augmented, torch.cat(maps) if maps else None
+        no_grad, in row chunks under the memory budget (`chunked_class_means`)."""
+        return chunked_class_means(
+            net,
+            real,
+            labels,
+            k,
+            self.runtime.memory_budget,
+            self.network_pass,
+            augment=self.ctx.augment,
+            params=params,
+            dtype=self.runtime.dtype if self.runtime.mixed else None,
+            keep=bool(self.loss_addons),
+        )
 
     def matching_terms(self, net: nn.Module) -> dict[str, Tensor]:
         """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
@@ -120,7 +182,7 @@ class DistributionMatching(Method):
         real_means, real, real_map = self.real_side(net, real, real_labels, params, k)
         syn_features, syn_map = self.network_pass(net, syn)
         syn_means = class_means(syn_features, syn_labels, k)
-        terms = {"match": (real_means - syn_means).pow(2).sum()}
+        terms = {"match": mean_embedding_distance(real_means, syn_means).sum()}
         terms.update(
             self.addon_terms(
                 iteration=self.iteration,

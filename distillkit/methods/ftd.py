@@ -60,6 +60,10 @@ class FTDSettings(MTTSettings):
 
 class FlatTrajectoryDistillation(TrajectoryMatching):
     name = "ftd"
+    #: GSAM experts (distillkit-experts optimizer=gsam), in a buffer of their own.
+    expert_options = ("optimizer=gsam",)
+    #: A smoke buffer has distillkit-experts' default alpha: accept any GSAM buffer.
+    smoke_buffer_overrides = ("method.gsam_alpha=null",)
     Settings = FTDSettings
     #: What `evaluated_set` is, as results.json's `evaluated` records it.
     evaluated_name = "ema"

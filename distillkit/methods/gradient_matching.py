@@ -6,21 +6,23 @@ on the images), then, unless it is the last round, train the network for `inner_
 the detached synthetic set. DSA adds one Siamese augmentation draw per class in the matching step
 and per-sample augmentation in the inner loop.
 
-The distance and the per-class gradients are standalone functions: the unequalness score of FYI
-reuses the distance.
+The distance and the per-class gradients are standalone functions; `class_distances` is the
+matching step's per-class distance, and the methods' `pair_distance` (what FYI's unequalness score
+calls) is the same function between two batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from distillkit.augment import DSA
 from distillkit.errors import ConfigError
 from distillkit.memory import BACKWARD_FACTOR, bytes_per_row, has_batch_coupling
 from distillkit.methods.base import Method, MethodContext, MethodSettings
@@ -154,6 +156,38 @@ def class_gradients(
     return _loop_gradients(net, x, y, num_classes, create_graph, first_class)
 
 
+def class_distances(
+    net: nn.Module,
+    real: Tensor,
+    real_labels: Tensor,
+    syn: Tensor,
+    syn_labels: Tensor,
+    num_classes: int,
+    *,
+    real_mode: str = "vmap",
+    syn_mode: str = "vmap",
+    create_graph: bool = True,
+    first_class: int = 0,
+) -> Tensor:
+    """The matching distance D(g_S,c, g_R,c) of classes first_class .. first_class + num_classes
+    - 1, shape (num_classes,): the real rows' gradients without a graph, the synthetic rows'
+    with their graph to `syn` (`create_graph`), each by `class_gradients` in its mode."""
+    with torch.no_grad():
+        g_real = class_gradients(
+            net, real, real_labels, num_classes, mode=real_mode, first_class=first_class
+        )
+    g_syn = class_gradients(
+        net,
+        syn,
+        syn_labels,
+        num_classes,
+        create_graph=create_graph,
+        mode=syn_mode,
+        first_class=first_class,
+    )
+    return class_gradient_distance(g_syn, g_real)
+
+
 def _class_rows(labels: Tensor, first: int, n: int, k: int) -> Tensor | slice:
     """The rows of classes first .. first + n - 1 (every row when that is all k classes)."""
     if first == 0 and n == k:
@@ -187,14 +221,15 @@ def freeze_batchnorm(net: nn.Module, images: Tensor) -> None:
 
 
 # -- configuration ---------------------------------------------------------------------------------
-def resolve_loops(cfg: Mapping[str, Any], ipc: int) -> tuple[int, int]:
-    """(outer_loop, inner_loop): explicit values win, else the published mapping by IPC."""
+def resolve_loops(cfg: Mapping[str, Any], ipc: int, name: str = "dc") -> tuple[int, int]:
+    """(outer_loop, inner_loop): explicit values win, else the published mapping by IPC
+    (`name`: the method's, for the error)."""
     outer, inner = cfg.get("outer_loop"), cfg.get("inner_loop")
     if outer is None or inner is None:
         loops = {int(k): v for k, v in dict(cfg.get("loops") or {}).items()}
         if ipc not in loops:
             raise ConfigError(
-                f"method {cfg.get('name')!r} has no published outer/inner loops for ipc={ipc} "
+                f"method {name!r} has no published outer/inner loops for ipc={ipc} "
                 f"(known: {sorted(loops)}); set method.outer_loop and method.inner_loop"
             )
         default_outer, default_inner = (int(v) for v in loops[ipc])
@@ -239,9 +274,49 @@ class DatasetCondensation(Method):
     when one is given (`method.dsa: true`); `dc.yaml` gives none."""
 
     name = "dc"
-    #: DSA needs an augmentation; DC works with or without one.
-    requires_augment: ClassVar[bool] = False
+    smoke_overrides = ("method.batch_real=16", "method.outer_loop=2", "method.inner_loop=1")
     Settings = DCSettings
+
+    @classmethod
+    def pair_distance(
+        cls,
+        net: nn.Module,
+        x: Tensor,
+        x_other: Tensor,
+        labels: Tensor,
+        num_classes: int,
+        *,
+        augment: DSA | None = None,
+        generator: torch.Generator | None = None,
+        budget: int = 0,
+    ) -> Tensor:
+        """The matching distance D(g_X,c, g_X',c) per class, shape (K,), by `class_distances`
+        one class at a time (the reference's loop; 0 for a class without rows), without graphs.
+        DSA (`requires_augment`) first applies one Siamese draw of `augment` (from `generator`)
+        to both batches alike, as its matching does; DC matches without one."""
+        del budget  # one class at a time
+        if cls.requires_augment:
+            if augment is None or not augment.enabled:
+                raise ConfigError(f"the {cls.name!r} distance needs an enabled DSA augmentation")
+            params = augment.sample(num_classes, generator, tuple(x.shape[-2:]), x.device)
+            x, x_other = augment.apply(x, params, labels), augment.apply(x_other, params, labels)
+        out = torch.zeros(num_classes, device=x.device)
+        for c in range(num_classes):
+            rows = labels == c
+            if rows.any():
+                out[c] = class_distances(
+                    net,
+                    x[rows],
+                    labels[rows],
+                    x_other[rows],
+                    labels[rows],
+                    1,
+                    real_mode="loop",
+                    syn_mode="loop",
+                    create_graph=False,
+                    first_class=c,
+                )[0]
+        return out
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -253,7 +328,7 @@ class DatasetCondensation(Method):
         self.augment = augment if augment is not None and augment.enabled else None
         s = self.settings
         self.optimiser = self.image_optimiser(s.lr_img, s.momentum)
-        self.outer_loop, self.inner_loop = resolve_loops(self.cfg, self.synthetic.ipc)
+        self.outer_loop, self.inner_loop = resolve_loops(self.cfg, self.synthetic.ipc, self.name)
         self.batch_real = self.real_per_class(s.batch_real)
         self.batch_train = s.batch_train
         self.lr_net = s.lr_net
@@ -303,25 +378,17 @@ class DatasetCondensation(Method):
             n = min(step, k - first)
             real_rows = _class_rows(real_labels, first, n, k)
             syn_rows = _class_rows(syn_labels, first, n, k)
-            with torch.no_grad():
-                g_real = class_gradients(
-                    net,
-                    real[real_rows],
-                    real_labels[real_rows],
-                    n,
-                    mode=self.real_mode,
-                    first_class=first,
-                )
-            g_syn = class_gradients(
+            loss = class_distances(
                 net,
+                real[real_rows],
+                real_labels[real_rows],
                 leaf[syn_rows],
                 syn_labels[syn_rows],
                 n,
-                create_graph=True,
-                mode=self.syn_mode,
+                real_mode=self.real_mode,
+                syn_mode=self.syn_mode,
                 first_class=first,
-            )
-            loss = class_gradient_distance(g_syn, g_real).sum()
+            ).sum()
             loss.backward(inputs=[leaf])
             total = total + loss.detach()
         if leaf.grad is not None and syn.requires_grad:

@@ -119,6 +119,7 @@ def _augment(strategy: str | None, mode: str) -> DSA | None:
 
 class EfficientCondensation(Method):
     name = "idc"
+    smoke_overrides = ("method.batch_real=16", "method.inner_loop=2", "method.n_data=32")
     Settings = IDCSettings
 
     def __init__(self, ctx: MethodContext) -> None:

@@ -79,6 +79,13 @@ class IDMSettings(MethodSettings):
 class ImprovedDistributionMatching(Method):
     name = "idm"
     takes_loss_addons = True
+    smoke_overrides = (
+        "method.batch_real=16",
+        "method.batch_train=32",
+        "method.model_train_steps=1",
+        "method.initial_nets=1",
+        "method.net_num=2",
+    )
     Settings = IDMSettings
 
     def __init__(self, ctx: MethodContext) -> None:

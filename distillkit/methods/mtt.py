@@ -99,6 +99,9 @@ class MTTSettings(MethodSettings):
 
 class TrajectoryMatching(Method):
     name = "mtt"
+    smoke_overrides = ("method.syn_steps=2", "method.expert_epochs=1", "method.max_start_epoch=1")
+    #: Plain SGD experts (distillkit-experts with its defaults).
+    expert_options = ()
     Settings = MTTSettings
 
     @classmethod

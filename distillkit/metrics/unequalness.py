@@ -2,7 +2,9 @@
 
 U(X) = D(X, flip(X)) per class, with D the base method's matching distance (DM: mean-embedding
 distance; DC: per-output-unit gradient cosine distance; DSA: DC after one shared Siamese DSA
-draw), under randomly initialised networks, averaged over classes and networks. A left-right
+draw), under randomly initialised networks, averaged over classes and networks. D is the
+method's own `pair_distance` (the code its matching step runs), and a distance is named by its
+method: any method that defines one is a distance, without a list here. A left-right
 symmetric set and a flip-closed set both score 0 (exactly for dm; for dc/dsa up to the floor
 the published cosine's 1e-6 stabiliser leaves, about 1e-4 for a ConvNet); large real sets of
 natural images score near 0.
@@ -11,57 +13,55 @@ natural images score near 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from kornia.geometry.transform import hflip
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
-from distillkit.classwise import class_means
 from distillkit.errors import ConfigError
-from distillkit.memory import auto_budget, row_slices
+from distillkit.memory import auto_budget
+from distillkit.methods.base import Method
 from distillkit.networks import NetworkFactory
 
-DISTANCES = ("dm", "dc", "dsa")
+
+def has_distance(method: type[Method]) -> bool:
+    """Whether the method defines a matching distance (overrides `Method.pair_distance`)."""
+    return method.pair_distance.__func__ is not Method.pair_distance.__func__
 
 
-def _embed(net: nn.Module, x: Tensor, budget: int) -> Tensor:
-    """net.embed(x) under no_grad in row chunks under `budget` bytes (the same rows as one pass)."""
-    with torch.no_grad():
-        parts = [net.embed(x[rows]) for rows in row_slices(net, x, budget)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def distance_methods() -> dict[str, type[Method]]:
+    """Every method with a matching distance, by name: the distances U can use (the shipped
+    ones and any other Method subclass that defines `pair_distance`)."""
+    from distillkit.methods.registry import known_methods
+
+    return {name: cls for name, cls in known_methods().items() if has_distance(cls)}
 
 
-def _dm_distance(
-    net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int, budget: int = 0
-) -> Tensor:
-    """Per-class || mean embed(X_c) - mean embed(flip X_c) ||^2, shape (K,)."""
-    means = class_means(_embed(net, x, budget), y, k) - class_means(
-        _embed(net, x_flip, budget), y, k
-    )
-    return means.pow(2).sum(1)
+def distance_names() -> tuple[str, ...]:
+    """The accepted names of `unequalness.distances`."""
+    return tuple(distance_methods())
 
 
-def _class_gradients(net: nn.Module, x: Tensor, c: int) -> list[Tensor]:
-    params = [p for p in net.parameters() if p.requires_grad]
-    target = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-    loss = F.cross_entropy(net(x), target)
-    return list(torch.autograd.grad(loss, params))
+def resolve_distances(names: Sequence[str]) -> dict[str, type[Method]]:
+    """{name: its method class} for each distance asked for; a name that is no method or one
+    without a matching distance is a ConfigError naming the valid ones."""
+    methods = distance_methods()
+    unknown = sorted(set(map(str, names)) - set(methods))
+    if unknown:
+        raise ConfigError(
+            f"unknown unequalness distance(s) {unknown}: a distance is a method with a matching "
+            f"distance; use {', '.join(methods)}"
+        )
+    return {str(name): methods[str(name)] for name in names}
 
 
-def _dc_distance(net: nn.Module, x: Tensor, x_flip: Tensor, y: Tensor, k: int) -> Tensor:
-    """Per-class gradient-matching distance between X_c and flip(X_c), shape (K,)."""
-    from distillkit.methods.gradient_matching import gradient_distance
-
-    out = torch.zeros(k, device=x.device)
-    for c in range(k):
-        rows = y == c
-        if rows.any():
-            g = _class_gradients(net, x[rows], c)
-            g_flip = _class_gradients(net, x_flip[rows], c)
-            out[c] = gradient_distance(g, g_flip).detach()
-    return out
+def __getattr__(name: str) -> Any:
+    # DISTANCES, as this module had it: now derived from the methods (distance_names()).
+    if name == "DISTANCES":
+        return distance_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _has_batch_norm(net: nn.Module) -> bool:
@@ -74,28 +74,31 @@ def unequalness(
     num_classes: int,
     networks: NetworkFactory,
     generator: torch.Generator,
-    distances: Sequence[str] = DISTANCES,
+    distances: Sequence[str],
     num_nets: int = 3,
     augment: DSA | None = None,
     memory_budget: int | None = None,
 ) -> dict[str, float]:
     """U(X) for each distance, averaged over classes present and `num_nets` fresh networks.
 
-    `augment` is the DSA used for the `dsa` distance (one Siamese draw per class and network,
-    applied identically to X_c and flip(X_c)); required when `dsa` is asked for. The `dm`
-    distance embeds in row chunks under `memory_budget` bytes (None: the device's automatic
-    budget, distillkit/memory.py; 0: one pass); the dc/dsa distances go one class at a time.
+    A distance is named by its method (`dm`, `dc`, `dsa`, or any method with a matching
+    distance) and is that method's `pair_distance` between X and flip(X). `augment` is the DSA
+    of the distances whose method matches under one (`requires_augment`: `dsa`, one Siamese draw
+    per class and network from `generator`, applied identically to X_c and flip(X_c)); required
+    when one is asked for. `memory_budget`: bytes per network pass of the distances that chunk
+    rows (`dm`; None: the device's automatic budget, distillkit/memory.py; 0: one pass).
     """
-    unknown = set(distances) - set(DISTANCES)
-    if unknown:
-        raise ConfigError(f"unknown unequalness distance(s) {sorted(unknown)}; use {DISTANCES}")
-    if "dsa" in distances and (augment is None or not augment.enabled):
-        raise ConfigError("the 'dsa' unequalness distance needs an enabled DSA augmentation")
+    methods = resolve_distances(distances)
+    for name, method in methods.items():
+        if method.requires_augment and (augment is None or not augment.enabled):
+            raise ConfigError(
+                f"the {name!r} unequalness distance needs an enabled DSA augmentation"
+            )
     images, labels = images.detach(), labels.detach()
     budget = auto_budget(images.device) if memory_budget is None else memory_budget
     flipped = hflip(images)
     present = torch.bincount(labels, minlength=num_classes) > 0
-    totals = {d: torch.zeros((), device=images.device) for d in distances}
+    totals = {d: torch.zeros((), device=images.device) for d in methods}
     for _ in range(num_nets):
         net = networks(generator)
         # Batch norm in training mode cannot take one image per class (IPC 1) and would mix the
@@ -103,20 +106,15 @@ def unequalness(
         # initial (identity) statistics, defined for any class size.
         net.train(not _has_batch_norm(net))
         for name in distances:
-            if name == "dm":
-                per_class = _dm_distance(net, images, flipped, labels, num_classes, budget)
-            elif name == "dc":
-                per_class = _dc_distance(net, images, flipped, labels, num_classes)
-            else:
-                params = augment.sample(
-                    num_classes, generator, tuple(images.shape[-2:]), images.device
-                )
-                per_class = _dc_distance(
-                    net,
-                    augment.apply(images, params, labels),
-                    augment.apply(flipped, params, labels),
-                    labels,
-                    num_classes,
-                )
-            totals[name] += per_class[present].mean()
+            per_class = methods[str(name)].pair_distance(
+                net,
+                images,
+                flipped,
+                labels,
+                num_classes,
+                augment=augment,
+                generator=generator,
+                budget=budget,
+            )
+            totals[str(name)] += per_class[present].mean()
     return {name: float(total) / num_nets for name, total in totals.items()}

@@ -16,15 +16,18 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillkit.tables.spec import Protocol, TableError, TableSpec
+
+if TYPE_CHECKING:
+    from distillkit.methods.base import Method
 
 SCALES = ("paper", "smoke")
 #: Smoke scale always distils on this built-in dataset (ships with scikit-learn, 8x8 here).
 SMOKE_DATASET = "digits"
-#: Training images in the smallest digits class: an IDM cell whose mosaics need more real images
-#: than this starts from noise at smoke scale.
+#: Training images in the smallest digits class: a cell whose stored images need more real images
+#: than this (IDM's and IDC's mosaics: factor**2 each) starts from noise at smoke scale.
 DIGITS_SMALLEST_CLASS = 131
 #: Every smoke job: tiny images, nets, budgets; CPU; no plots that cost seconds.
 SMOKE_COMMON = (
@@ -39,24 +42,9 @@ SMOKE_COMMON = (
     "images.flips=false",
     "log_every=1",
 )
-#: Per-method smoke budgets (the published loops and queues are far too big for a CPU check).
-SMOKE_METHOD = {
-    "dm": ("method.batch_real=16",),
-    "dc": ("method.batch_real=16", "method.outer_loop=2", "method.inner_loop=1"),
-    "dsa": ("method.batch_real=16", "method.outer_loop=2", "method.inner_loop=1"),
-    "idm": (
-        "method.batch_real=16",
-        "method.batch_train=32",
-        "method.model_train_steps=1",
-        "method.initial_nets=1",
-        "method.net_num=2",
-    ),
-    "mtt": ("method.syn_steps=2", "method.expert_epochs=1", "method.max_start_epoch=1"),
-    "ftd": ("method.syn_steps=2", "method.expert_epochs=1", "method.max_start_epoch=1"),
-    "idc": ("method.batch_real=16", "method.inner_loop=2", "method.n_data=32"),
-}
-#: Methods that read an expert buffer, and the distillkit-experts options of their experts.
-EXPERT_METHODS = {"mtt": (), "ftd": ("optimizer=gsam",)}
+#: Each method's own smoke budget (its class's `smoke_overrides`), the expert buffer it reads
+#: (`expert_options`) and its mosaics (its config's `factor`) come from the method: see
+#: `_method` and `_stored_images`.
 #: Overrides of a table or protocol that the experts share with the distillation: their DSA
 #: (FYI's protocol trains and reads always-flip experts: dsa.always_flip=true); the first is the
 #: switch, the others the strategy.
@@ -229,14 +217,14 @@ def _job_overrides(
     if scale == "paper" and row.evaluate is not None:
         overrides.append(f"eval.at=[{','.join(str(i) for i in row.evaluation_points())}]")
     if scale == "smoke":
-        overrides += [*SMOKE_COMMON, *SMOKE_METHOD.get(row.method, ()), *spec.smoke_overrides]
-        if row.method in ("idm", "idc") and ipc * 4 > DIGITS_SMALLEST_CLASS:
-            overrides.append("synthetic.init=noise")  # too few digits for real mosaics
-        if row.method in EXPERT_METHODS:
-            kind = _experts_kind(row.method, _smoke_flip(spec, protocol))
+        method = _method(row.method)
+        overrides += [*SMOKE_COMMON, *method.smoke_overrides, *spec.smoke_overrides]
+        if ipc * _stored_images(row.method) > DIGITS_SMALLEST_CLASS:
+            overrides.append("synthetic.init=noise")  # too few digits for a real init
+        if method.expert_options is not None:
+            kind = _experts_kind(method, _smoke_flip(spec, protocol))
             overrides.append(f"method.buffer={_smoke_dir(root, kind)}")
-            if row.method == "ftd":
-                overrides.append("method.gsam_alpha=null")  # the smoke buffer's default alpha
+            overrides += [*method.smoke_buffer_overrides]
         if _needs_pool(row.regularizers):
             overrides.append(f"regularizer.cc.pool={_smoke_dir(root, 'pool')}")
     return overrides
@@ -246,10 +234,34 @@ def _needs_pool(regularizers: Sequence[str]) -> bool:
     return any(r in ("iid", "cc") for r in regularizers)
 
 
-def _experts_kind(method: str, flip: bool = False) -> str:
-    """The smoke prerequisite a method's buffer is: SGD experts, or FTD's GSAM experts (with
-    `_flip` for always-flip experts, as distillkit-experts names its default buffer)."""
-    kind = "experts" if method == "mtt" else f"experts_{method}"
+def _method(name: str) -> type[Method]:
+    """The class of conf/method/<name>.yaml (a row's `method`): what it declares is what the
+    plan reads of a method (smoke budget, expert buffer)."""
+    from distillkit.methods.registry import shipped_method
+
+    return shipped_method(name)
+
+
+def _stored_images(name: str) -> int:
+    """Real images one stored image of the method is built from: factor**2 for the mosaics of a
+    method whose config sets a `factor` (IDM, IDC), else 1."""
+    from distillkit.methods.registry import method_file
+
+    return int(method_file(name).get("factor") or 1) ** 2
+
+
+def _expert_methods(spec: TableSpec) -> list[type[Method]]:
+    """The classes of the table's methods that read an expert buffer, in row order."""
+    methods = [_method(m) for m in dict.fromkeys(r.method for r in spec.rows)]
+    return [m for m in methods if m.expert_options is not None]
+
+
+def _experts_kind(method: type[Method], flip: bool = False) -> str:
+    """The smoke prerequisite a method's buffer is: plain SGD experts (`experts`, MTT's), or
+    experts with the method's own options in a buffer named after it (FTD's GSAM experts:
+    `experts_ftd`); with `_flip` for always-flip experts, as distillkit-experts names its
+    default buffer."""
+    kind = f"experts_{method.name}" if method.expert_options else "experts"
     return f"{kind}_flip" if flip else kind
 
 
@@ -290,10 +302,11 @@ def _prerequisites(
         return []
     wanted = []
     augment = _smoke_augment(spec, protocol)
-    for method, options in EXPERT_METHODS.items():
-        if not any(r.method == method for r in spec.rows):
-            continue
+    for method in _expert_methods(spec):
+        options = method.expert_options
         directory = _smoke_dir(root, _experts_kind(method, _smoke_flip(spec, protocol)))
+        if any(p.directory == directory for p in wanted):
+            continue  # another method reading the same buffer
         args = (
             *SMOKE_DATA,
             *(o for o in augment if o.startswith("dataset.")),
@@ -366,12 +379,13 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
         for j in plan.jobs
         if j.seed == 0
         and (
-            plan.spec.row(j.row).method in EXPERT_METHODS
+            _method(plan.spec.row(j.row).method).expert_options is not None
             or _needs_pool(plan.spec.row(j.row).regularizers)
         )
     ]
     for job, cfg in zip(jobs, compose_jobs([j.overrides for j in jobs]), strict=True):
         row = plan.spec.row(job.row)
+        method = _method(row.method)
         zca = bool(OmegaConf.select(cfg, "dataset.zca", default=False))
         stats = OmegaConf.select(cfg, "dataset.stats", default=None)
         base = (
@@ -379,9 +393,9 @@ def paper_prerequisites(plan: Plan, extra: Sequence[str] = ()) -> list[Prerequis
             *(("dataset.zca=true",) if zca else ()),
             *((f"dataset.stats={stats}",) if stats not in (None, "own") else ()),
         )
-        if row.method in EXPERT_METHODS:
+        if method.expert_options is not None:
             directory = Path(str(cfg.method.buffer))
-            options = EXPERT_METHODS[row.method]
+            options = method.expert_options
             alpha = OmegaConf.select(cfg, "method.gsam_alpha", default=None)
             if alpha is not None:
                 options = (*options, f"gsam.alpha={alpha}")
