@@ -47,5 +47,5 @@ def test_unknown_method_is_reported_before_any_work(tmp_path):
     target = "method._target_=nosuch.Method"
     out = distillkit(*TINY, target, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert out.returncode == 2
-    assert "unknown method 'dm'" in out.stderr and "nosuch.Method" in out.stderr
+    assert "unknown method 'nosuch.Method'" in out.stderr  # the class its _target_ names
     assert "Traceback" not in out.stderr
