@@ -248,9 +248,9 @@ def test_dc_evaluation_runs_each_model_with_its_own_strategy(monkeypatch, digits
     used = []
     real = protocol.train_and_test
 
-    def spy(factory, images, labels, ti, tl, settings, augment, generator, lr=None):
+    def spy(factory, images, labels, ti, tl, settings, augment, generator, *rest, **options):
         used.append(augment.strategy)
-        return real(factory, images, labels, ti, tl, settings, augment, generator, lr)
+        return real(factory, images, labels, ti, tl, settings, augment, generator, *rest, **options)
 
     monkeypatch.setattr(protocol, "train_and_test", spy)
     factory = NetworkFactory("ConvNet", 1, 10, (8, 8), {"width": 4}, "cpu")

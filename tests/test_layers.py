@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "distillkit"
 #: its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
     ("distillkit.tables",),
+    ("distillkit.__main__",),
     ("distillkit.cli",),
     ("distillkit.trainer", "distillkit.continual"),
     ("distillkit.assembly",),

@@ -71,7 +71,8 @@ def test_model_options_it_does_not_take(tiny_config, tmp_path):
 
 
 def test_unknown_method(tiny_config, tmp_path):
-    refused(tiny_config("method._target_=nosuch.Method"), tmp_path, "unknown method 'dm'")
+    cfg = tiny_config("method._target_=nosuch.Method")
+    refused(cfg, tmp_path, r"unknown method 'nosuch\.Method'")
 
 
 def test_a_target_that_is_not_a_method(tiny_config, tmp_path):

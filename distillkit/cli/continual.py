@@ -21,17 +21,23 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from distillkit.cli._common import exit_on_user_errors, run_hydra_app
-from distillkit.config import as_dict
+
+
+@exit_on_user_errors
+def checked_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The continual config, validated once (the run's checks plus steps, orders, compare)."""
+    from distillkit.config import checked_config
+    from distillkit.continual import CONTINUAL_KEYS
+
+    return checked_config(cfg, CONTINUAL_KEYS)
 
 
 @exit_on_user_errors
 def continual_rows(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list, str]:
-    """(this run's rows, the compared runs' rows, the dataset's name)."""
+    """(this run's rows, the compared runs' rows, the dataset's name); `settings` checked."""
     from distillkit.assembly import assemble_run
-    from distillkit.config import checked_config
-    from distillkit.continual import CONTINUAL_KEYS, read_csv, run_continual
+    from distillkit.continual import read_csv, run_continual
 
-    settings = checked_config(settings, CONTINUAL_KEYS)
     bench = assemble_run(settings, distil=False).bench
     others = [read_csv(p) for p in settings.get("compare") or []]
 
@@ -77,7 +83,7 @@ def continual_job(cfg: DictConfig) -> None:
     from distillkit.continual import format_table, plot_continual, summarise_steps, write_csv
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    settings = as_dict(cfg)
+    settings = checked_settings(cfg)
     rows, others, name = continual_rows(settings)
     write_csv(rows, run_dir / "continual.csv")
     title = (

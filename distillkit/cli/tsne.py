@@ -13,11 +13,11 @@ from distillkit.errors import ConfigError, InputError
 
 
 def run_tsne(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from distillkit.assembly import assemble_run, load_saved_set
-    from distillkit.config import checked_config
+    from distillkit.assembly import load_saved_set
     from distillkit.metrics.tsne import plot_panels, tsne_panels
     from distillkit.pool import PretrainedPool
     from distillkit.runtime import resolve_device
+    from distillkit.seeding import RunGenerators
     from distillkit.synthetic import SyntheticSet
 
     device = resolve_device(args.device)
@@ -40,9 +40,9 @@ def run_tsne(args: argparse.Namespace) -> list[dict[str, Any]]:
         images, labels = synthetic.training_set()
         sets.append((title, images, labels))
     assert data is not None
-    run_cfg = checked_config({**cfg, "device": args.device, "seed": args.seed}, resources=False)
-    generators = assemble_run(run_cfg, data, distil=False).bench.generators
+    # No run is built here (a saved set, its dataset and a pool network): only the seed's streams.
     pool = PretrainedPool.open(pool_path, data.info)
+    generators = RunGenerators(args.seed)
     if args.member is None:
         member, net = pool.sample(generators["tsne/member"], device)
     else:

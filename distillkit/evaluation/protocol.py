@@ -5,6 +5,8 @@ per-sample DSA, lr x 0.1 once at E/2, accuracy of the final epoch, mean +- std o
 IDC's protocol adds CutMix (`cutmix_p`, `cutmix_beta`) and a two-step schedule (`lr_milestones`,
 `lr_gamma`); a wrapping optimiser with `set_closure` (GSAM, for FTD's experts) takes its steps.
 `evaluate_in_turn` trains each model on several sets one after another (FTD's reference quirk).
+`labels=soft` trains on a teacher's logits for each augmented batch instead (DD-Ranking's
+soft-label evaluation, `soft_labels.py`); `labels=hard`, the default, is the published protocol.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
+from distillkit.evaluation import soft_labels
 from distillkit.evaluation.stacked import (
     MAX_STACK,
     stacking_requested,
@@ -77,11 +80,29 @@ class EvalSettings:
     dsa_mode: str | None = None
     #: Iterations of distillation at which to also evaluate (the trainer's schedule).
     at: tuple[int, ...] = ()
+    #: What the evaluation models learn from (soft_labels.py): hard (the set's class indices,
+    #: the published protocol) or soft (a teacher's logits on every augmented batch, DD-Ranking's
+    #: soft-label evaluation); the fields below matter only for soft.
+    labels: str = "hard"
+    #: kl (KL divergence of the T-softened distributions) or sce (soft cross-entropy).
+    soft_loss: str = "kl"
+    #: T > 0, dividing both sides' logits; `soft_scale` multiplies the loss by T^2.
+    temperature: float = 1.0
+    soft_scale: bool = True
+    #: "train" (one network of the evaluation architecture trained on the whole real training
+    #: split for `teacher_epochs` epochs) or the path of a saved state_dict ({model}: the
+    #: architecture's name).
+    teacher: str = soft_labels.TRAIN
+    teacher_epochs: int = 200
+
+    def __post_init__(self) -> None:
+        """Bad soft-label options are a ConfigError at construction (one line each)."""
+        object.__setattr__(self, "temperature", soft_labels.check_settings(self))
 
     @property
     def needs_plain_loop(self) -> bool:
         """Options only `train_network` implements (the stacked trainer does not)."""
-        return self.cutmix_p > 0 or bool(self.lr_milestones)
+        return self.cutmix_p > 0 or bool(self.lr_milestones) or self.labels == "soft"
 
     def lr_factor(self, epoch: int) -> float:
         """The multiple of the base lr used in (0-based) `epoch`."""
@@ -143,13 +164,25 @@ def cutmix(
 
 
 def batch_loss(
-    net: nn.Module, x: Tensor, y: Tensor, settings: EvalSettings, generator: torch.Generator
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    settings: EvalSettings,
+    generator: torch.Generator,
+    teacher: nn.Module | None = None,
 ) -> Tensor:
-    """Cross-entropy of one training batch, CutMix-ed with probability `settings.cutmix_p`."""
+    """Cross-entropy of one training batch, CutMix-ed with probability `settings.cutmix_p`.
+
+    With a `teacher`, the soft-label loss against its logits on the (mixed) batch instead: the
+    teacher relabels the image the student sees, so CutMix needs no label mixing."""
     if settings.cutmix_p > 0 and float(torch.rand((), generator=generator)) < settings.cutmix_p:
         x, y_b, ratio = cutmix(x, y, settings.cutmix_beta, generator)
+        if teacher is not None:
+            return soft_labels.batch_soft_loss(net, teacher, x, settings)
         out = net(x)
         return F.cross_entropy(out, y) * ratio + F.cross_entropy(out, y_b) * (1.0 - ratio)
+    if teacher is not None:
+        return soft_labels.batch_soft_loss(net, teacher, x, settings)
     return F.cross_entropy(net(x), y)
 
 
@@ -164,6 +197,7 @@ def train_network(
     on_epoch: Callable[[int, nn.Module], None] | None = None,
     wrap_optimiser: Callable[[nn.Module, torch.optim.Optimizer], Any] | None = None,
     net: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> nn.Module:
     """A fresh network trained on (images, labels) with the protocol's optimiser and schedule.
 
@@ -173,6 +207,8 @@ def train_network(
     computes its own gradients (two passes for GSAM) on the same augmented batch. `net`: train
     this network further instead of a fresh one (trained in place and returned; nothing drawn
     for an initialisation), with a new optimiser and the whole schedule from its start.
+    `teacher`: soft labels, its logits on each augmented batch (`settings.soft_loss`); it draws
+    nothing from `generator`, so the data order and augmentation match a hard-label run's.
     """
     net = factory(generator) if net is None else net
     base_lr = settings.lr if lr is None else float(lr)
@@ -185,6 +221,8 @@ def train_network(
     if wrap_optimiser is not None:
         optimiser = wrap_optimiser(net, optimiser)
     closure = hasattr(optimiser, "set_closure")
+    if closure and teacher is not None:
+        raise ValueError("soft-label training has no closure (GSAM) path")
     epochs, _ = settings.schedule()
     n = images.shape[0]
     net.train()
@@ -205,7 +243,7 @@ def train_network(
                 optimiser.set_closure(F.cross_entropy, x, y)
                 optimiser.step()
                 continue
-            loss = batch_loss(net, x, y, settings, generator)
+            loss = batch_loss(net, x, y, settings, generator, teacher)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -224,9 +262,10 @@ def train_and_test(
     augment: DSA | None,
     generator: torch.Generator,
     lr: float | None = None,
+    teacher: nn.Module | None = None,
 ) -> float:
     """One fresh network trained on (images, labels) for `settings.epochs`; final test accuracy."""
-    net = train_network(factory, images, labels, settings, augment, generator, lr)
+    net = train_network(factory, images, labels, settings, augment, generator, lr, teacher=teacher)
     return test_accuracy(net, test_images, test_labels, settings.test_batch_size)
 
 
@@ -265,6 +304,7 @@ def evaluate_set(
         arch = factory.for_architecture(name)
         accuracies: list[float] = []
         model_augment = _augment_for(augment, arch)
+        teacher = _teacher_for(arch, data, settings)
         # A throwaway network from its own generator: nothing is drawn from the run's streams.
         if (
             stacked
@@ -298,6 +338,7 @@ def evaluate_set(
                 model_augment,
                 generator,
                 lr,
+                teacher,
             )
             accuracies.append(acc)
             bar.update(1)
@@ -335,12 +376,21 @@ def evaluate_in_turn(
     for name in settings.models:
         arch = factory.for_architecture(name)
         model_augment = _augment_for(augment, arch)
+        teacher = _teacher_for(arch, data, settings)
         accuracies: list[list[float]] = [[] for _ in sets]
         for _ in range(settings.num_models):
             net = None
             for (images, labels), accs in zip(sets, accuracies, strict=True):
                 net = train_network(
-                    arch, images, labels, settings, model_augment, generator, lr, net=net
+                    arch,
+                    images,
+                    labels,
+                    settings,
+                    model_augment,
+                    generator,
+                    lr,
+                    net=net,
+                    teacher=teacher,
                 )
                 accs.append(
                     test_accuracy(net, data.test_images, data.test_labels, settings.test_batch_size)
@@ -352,6 +402,13 @@ def evaluate_in_turn(
             result[name] = summarise(accs)
     bar.close()
     return results
+
+
+def _teacher_for(arch: NetworkFactory, data: Any, settings: EvalSettings) -> nn.Module | None:
+    """The soft-label teacher of one architecture (None for hard labels)."""
+    if settings.labels != "soft":
+        return None
+    return soft_labels.teacher_for(arch, data, settings, train_network)
 
 
 def _augment_for(augment: Any, arch: NetworkFactory) -> Any:
