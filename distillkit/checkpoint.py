@@ -61,13 +61,31 @@ RESUME_FREE_KEYS = frozenset(
         *RUNTIME_SWITCHES,
         "checkpoint.every_s",
         "checkpoint.copy_to",
+        # DD-Ranking's scores act after distillation: a resumed run may add or drop them.
+        "eval.scores",
+        "eval.scores_cache",
+        "eval.scores_recompute",
+        "eval.scores_full_epochs",
+        "eval.scores_lr_grid",
+        "eval.scores_weight",
+        "eval.scores_gamma",
         "logger.wandb.group",
         "logger.wandb.job_type",
         "logger.wandb.console",
     }
 )
 #: Keys added after checkpoints were written: a checkpoint without one had this value.
-RESUME_DEFAULTS: dict[str, Any] = {"dataset.validation": 0, "method.ema_eval": "fresh"}
+RESUME_DEFAULTS: dict[str, Any] = {
+    "dataset.validation": 0,
+    "method.ema_eval": "fresh",
+    # soft-label evaluation (its defaults are the published hard-label protocol)
+    "eval.labels": "hard",
+    "eval.soft_loss": "kl",
+    "eval.temperature": 1.0,
+    "eval.soft_scale": True,
+    "eval.teacher": "train",
+    "eval.teacher_epochs": 200,
+}
 
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,8 @@ import distillkit
 
 #: Columns of the per-run results table (results.csv, W&B's `results` table).
 TABLE_COLUMNS = ["method", "regularizers", "dataset", "ipc", "model", "mean", "std", "n"]
+#: Added to a row when the run has fair scores (`eval.scores`): LRS and ARS, fractions.
+SCORE_COLUMNS = ["lrs", "ars"]
 
 
 def versions() -> dict[str, str]:
@@ -91,6 +93,7 @@ def results(
     evaluated: str = "synthetic",
     also: Mapping[str, dict[str, Any]] | None = None,
     runtimes: list[dict[str, Any]] | None = None,
+    scores: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """results.json: the headline (first evaluation model's final accuracy) and everything
     needed to place the run in a table without its config files.
@@ -100,7 +103,8 @@ def results(
     reported as `headline_<name>`, `accuracy_<name>` and `best_<name>` (over the evaluations'
     `<name>` entries); the headline and the tables stay the evaluated set's. `runtimes`: the
     runtime switches each stretch of iterations ran under (more than one when a run resumed
-    under another runtime).
+    under another runtime). `scores`: DD-Ranking's fair scores with their ingredient
+    accuracies (`eval.scores`, distillkit/metrics/fair_scores.py; None when off).
     """
     beside: dict[str, Any] = {}
     for name, accuracy in (also or {}).items():
@@ -128,6 +132,8 @@ def results(
         else {"headline": headline_of(validation), "accuracy": validation},
         "unequalness": unequal,
         "best": best_evaluation(evaluations),
+        # HLR, IOR, LRS, ARS (fractions; `percent`: DD-Ranking's units) and every ingredient.
+        "scores": scores,
         "evaluations": evaluations,
         "final_loss": final_loss,
         "eval_lr": eval_lr,
@@ -151,10 +157,17 @@ def headline_of(accuracy: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"model": model, **{k: accuracy[model][k] for k in ("mean", "std", "n")}}
 
 
+def table_columns(results: Mapping[str, Any]) -> list[str]:
+    """TABLE_COLUMNS, with SCORE_COLUMNS when the run has fair scores."""
+    return TABLE_COLUMNS + (SCORE_COLUMNS if results.get("scores") else [])
+
+
 def table_rows(results: Mapping[str, Any]) -> list[list[Any]]:
-    """One row of TABLE_COLUMNS per evaluation architecture."""
-    return [
-        [
+    """One row of `table_columns(results)` per evaluation architecture."""
+    scores = results.get("scores")
+    rows = []
+    for arch, r in results["accuracy"].items():
+        row = [
             results["method"],
             "+".join(results["regularizers"]) or "none",
             results["dataset"],
@@ -164,5 +177,8 @@ def table_rows(results: Mapping[str, Any]) -> list[list[Any]]:
             r["std"],
             r["n"],
         ]
-        for arch, r in results["accuracy"].items()
-    ]
+        if scores:
+            model = (scores.get("models") or {}).get(arch) or {}
+            row += [model.get(k) for k in SCORE_COLUMNS]
+        rows.append(row)
+    return rows

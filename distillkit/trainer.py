@@ -32,9 +32,10 @@ from distillkit.config import checked_config
 from distillkit.evaluation import evaluate_in_turn, evaluate_set
 from distillkit.io import load_torch, save_json
 from distillkit.logging import build_logger
+from distillkit.metrics import fair_scores
 from distillkit.metrics.unequalness import unequalness
 from distillkit.progress import progress_bar
-from distillkit.report import TABLE_COLUMNS, results, run_name, table_rows
+from distillkit.report import results, run_name, table_columns, table_rows
 from distillkit.visualize import class_grid, flip_figure
 
 __all__ = ["RunInterrupted", "Trainer"]
@@ -62,6 +63,7 @@ class Trainer:
             int(self.cfg["method"].get("iterations", 0)) if self.method.optimises else 0
         )
         self.eval_settings, self.eval_augment = parts.eval_settings, parts.eval_augment
+        fair_scores.check_setup(self.eval_settings, self.data)  # before any distillation
         self.unequalness_augment = DSA.from_config(self.cfg["dsa"])
         self.guard = FiniteGuard(self.device)
         self.progress = bool(self.cfg.get("progress", True))
@@ -337,6 +339,7 @@ class Trainer:
         final, also = self.evaluate_all(self.iterations, desc="evaluate") if evaluated else ({}, {})
         held_out = evaluated and self.data.validation is not None
         validation = self.evaluate(self.iterations, "validate", True) if held_out else None
+        scores = self.fair_scores(final) if evaluated and self.eval_settings.scores else None
         report = results(
             self.cfg,
             iterations=self.iterations,
@@ -353,13 +356,40 @@ class Trainer:
             evaluated=self.method.evaluated_name,
             also=also,
             runtimes=self.state.runtimes,
+            scores=scores,
         )
         save_json(report, self.run_dir / "results.json")
-        self.logger.log_table("results", TABLE_COLUMNS, table_rows(report))
+        self.logger.log_table("results", table_columns(report), table_rows(report))
         summary = {f"final/{arch}/{k}": r[k] for arch, r in final.items() for k in ("mean", "std")}
         for name, acc in also.items():
             summary.update(
                 {f"final_{name}/{a}/{k}": r[k] for a, r in acc.items() for k in ("mean", "std")}
             )
+        if scores is not None:
+            summary.update(fair_scores.scalars(scores))
         self.logger.log_summary(summary)
         return report
+
+    def fair_scores(self, final: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """DD-Ranking's scores of the evaluated set (`eval.scores`): the random subset of the
+        same IPC, the protocol without augmentation, hard labels and the (cached) full-data
+        accuracy beside the final evaluation `final`, which is reused; logged as scores/*."""
+        images, labels = self.method.evaluated_set().training_set()
+        scores = fair_scores.compute_scores(
+            images,
+            labels,
+            self.data,
+            self.bench.networks,
+            self.eval_settings,
+            self.eval_augment,
+            self.bench.generators.seed,
+            ipc=self.synthetic.ipc,
+            syn_accuracy=final,
+            eval_stream=f"eval/{self.iterations}",
+            lr=self.method.eval_lr,
+            dataset_cfg=self.cfg["dataset"],
+            fallback_augment=DSA.from_config(self.cfg["dsa"]),
+            progress=self.progress,
+        )
+        self.logger.log_scalars(fair_scores.scalars(scores), self.iterations)
+        return scores

@@ -222,3 +222,31 @@ def test_idm_queue_and_its_generator_resume_exactly(tmp_path):
 
 # The W&B side of a resume (a new offline run that replays the history and names the run it
 # supersedes; online, the same id) is tested in tests/test_wandb.py.
+
+
+@pytest.mark.parametrize(
+    "cell, overrides",
+    [
+        ("cifar10_dc_fyi_ipc1", ["method=dc", "regularizer=fyi"]),
+        ("cifar10_dsa_ipc1", ["method=dsa", "regularizer=none"]),
+    ],
+)
+def test_the_committed_published_budget_checkpoints_still_resume(cell, overrides):
+    """The checkpoint copies of the long CIFAR-10 runs (experiments/published_cpu.sh) were
+    written by an older config schema; today's config for the same line must not differ (keys
+    added since carry their defaults, retired ones are dropped), or the runs restart from 0."""
+    from distillkit.checkpoint import config_differences
+    from distillkit.config import checked_config
+
+    path = Path(__file__).parents[1] / "benchmarks/results/published_cpu/in_progress" / f"{cell}.pt"
+    if not path.exists():
+        pytest.skip(f"{path.name}: the run has finished (no checkpoint copy is kept)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
+    line = [
+        *overrides, "dataset=cifar10", "dataset.root=../shared/data", "ipc=1",
+        "eval.num_models=20", "dsa.always_flip=true", "eval.always_flip=true",
+        "checkpoint.every=10", "checkpoint.every_s=120",
+        f"checkpoint.copy_to=benchmarks/results/published_cpu/in_progress/{cell}.pt",
+    ]  # fmt: skip
+    current = checked_config(compose_config(line), resources=False)
+    assert config_differences(saved, current) == []

@@ -36,15 +36,45 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, help="write the results as JSON here")
+    p.add_argument(
+        "--scores",
+        action="store_true",
+        help="also DD-Ranking's fair scores (HLR, IOR, LRS, ARS, fractions): the random subset "
+        "of the same IPC, without augmentation, hard labels, and the cached full-data accuracy "
+        "(eval.scores=true)",
+    )
+    p.add_argument("--scores-cache", help="directory of the full-data cache (eval.scores_cache)")
+    p.add_argument(
+        "--scores-recompute",
+        action="store_true",
+        help="train the full-data model again and replace its cache file",
+    )
+    p.add_argument(
+        "--scores-full-epochs", type=int, help="epochs of the full-data model (default 200)"
+    )
+    p.add_argument(
+        "--scores-lr-grid",
+        type=float,
+        nargs="+",
+        help="lrs for the random subset, chosen on the run's dataset.validation split",
+    )
     return p
 
 
-@exit_on_user_errors
 def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
+    """{architecture: {mean, std, runs, n}} of the saved set (`evaluate_and_score`)."""
+    return evaluate_and_score(args)[0]
+
+
+@exit_on_user_errors
+def evaluate_and_score(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The saved set's accuracies and, with `--scores`, its fair scores (else None)."""
     from distillkit.assembly import assemble_run, load_saved_set
+    from distillkit.augment import DSA
     from distillkit.config import checked_config
     from distillkit.evaluation import evaluate_set
     from distillkit.io import save_json
+    from distillkit.metrics import fair_scores
     from distillkit.runtime import resolve_device
 
     run, path = None, Path(args.path)
@@ -64,17 +94,43 @@ def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
         parts.bench.generators["eval/saved"],
         lr=saved.saved.get("lr"),
     )
+    scores = None
+    if parts.eval_settings.scores:
+        scores = fair_scores.compute_scores(
+            images,
+            labels,
+            saved.data,
+            parts.bench.networks,
+            parts.eval_settings,
+            parts.eval_augment,
+            parts.bench.generators.seed,
+            ipc=saved.synthetic.ipc,
+            syn_accuracy=results,
+            eval_stream="eval/saved",
+            lr=saved.saved.get("lr"),
+            dataset_cfg=cfg["dataset"],
+            fallback_augment=DSA.from_config(cfg["dsa"]),
+        )
     if run is not None:  # the eval run records the accuracy beside the artifact it used
         run.summary.update(
             {f"eval/{a}/{k}": r[k] for a, r in results.items() for k in ("mean", "std")}
         )
+        if scores is not None:
+            run.summary.update(fair_scores.scalars(scores))
         run.finish()
     if args.output:
-        save_json({"path": str(args.path), "accuracy": results}, args.output)
+        written: dict[str, Any] = {"path": str(args.path), "accuracy": results}
+        if scores is not None:
+            written["scores"] = scores
+        save_json(written, args.output)
     else:
-        shown = {a: {k: r[k] for k in ("mean", "std", "n")} for a, r in results.items()}
-        print(json.dumps({"accuracy": shown}))
-    return results
+        shown: dict[str, Any] = {
+            "accuracy": {a: {k: r[k] for k in ("mean", "std", "n")} for a, r in results.items()}
+        }
+        if scores is not None:
+            shown["scores"] = scores["headline"]
+        print(json.dumps(shown))
+    return results, scores
 
 
 def evaluation_config(saved_cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -90,6 +146,15 @@ def evaluation_config(saved_cfg: dict[str, Any], args: argparse.Namespace) -> di
             eval_cfg[key] = value
     if args.no_dsa:
         eval_cfg["dsa"], eval_cfg["augment"] = False, "none"
+    for key, value in (
+        ("scores", args.scores or None),
+        ("scores_cache", args.scores_cache),
+        ("scores_recompute", args.scores_recompute or None),
+        ("scores_full_epochs", args.scores_full_epochs),
+        ("scores_lr_grid", args.scores_lr_grid),
+    ):
+        if value is not None:
+            eval_cfg[key] = value
     return {**saved_cfg, "device": args.device, "seed": args.seed, "eval": eval_cfg}
 
 
@@ -118,6 +183,14 @@ def use_artifact(name: str) -> tuple[Any, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    results = evaluate_saved(parser().parse_args(argv))
+    results, scores = evaluate_and_score(parser().parse_args(argv))
     for arch, r in results.items():
         print(f"{arch}: {r['mean']:.2f} ± {r['std']:.2f}% over {r['n']} models")
+    for arch, m in (scores or {}).get("models", {}).items():
+        full = m["full_data"]
+        ars = "n/a" if m["ars"] is None else f"{m['ars']:.4f} ± {m['ars_std']:.4f}"
+        print(
+            f"{arch}: LRS {m['lrs']:.4f} ± {m['lrs_std']:.4f}, ARS {ars} (fractions); "
+            f"HLR {m['hlr']:.4f}, IOR {m['ior']:.4f}; full data {full['accuracy']:.2f}% "
+            f"({full['source']}: {full['path']})"
+        )

@@ -26,12 +26,30 @@ def cell(r: dict[str, Any]) -> str:
     return f"{h['mean']:.1f} ± {h['std']:.1f} (n={h['n']}, {h['model']})"
 
 
+def score_cells(r: dict[str, Any]) -> tuple[str, str] | None:
+    """(LRS, ARS) cells of a run with fair scores (`eval.scores`): the headline model's mean ±
+    std over its evaluation models, fractions; None when the run has none."""
+    head = (r.get("scores") or {}).get("headline") if r.get("status") != "failed" else None
+    if not head:
+        return None
+
+    def show(key: str) -> str:
+        value, std = head.get(key), head.get(f"{key}_std")
+        if value is None:
+            return "n/a"
+        return f"{value:.3f}" + ("" if std is None else f" ± {std:.3f}")
+
+    return show("lrs"), show("ars")
+
+
 def render(results: list[dict[str, Any]]) -> str:
-    """Rows: method (+ add-ons) on a dataset; columns: IPC; cells: headline mean ± std.
+    """Rows: method (+ add-ons) on a dataset; columns: IPC; cells: headline mean ± std. When some
+    run has fair scores (`eval.scores`), each IPC also gets LRS and ARS columns.
 
     A job that failed in a sweep (its failed.json) shows as "failed (<error>)".
     """
     cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
+    scores: dict[tuple[str, str], dict[int, tuple[str, str]]] = defaultdict(dict)
     ipcs: set[int] = set()
     for r in results:
         regs = "+".join(r.get("regularizers") or [])
@@ -40,12 +58,22 @@ def render(results: list[dict[str, Any]]) -> str:
         if r.get("status") == "failed" and ipc in cells[row]:
             continue  # a result for this cell (say, a later successful run) wins
         cells[row][ipc] = cell(r)
+        scores[row].pop(ipc, None)
+        if (pair := score_cells(r)) is not None:
+            scores[row][ipc] = pair
         ipcs.add(ipc)
     columns = sorted(ipcs)
-    header = ["dataset", "method", *[f"IPC {i}" for i in columns]]
+    scored = any(scores.values())
+    header = ["dataset", "method"]
+    for i in columns:
+        header += [f"IPC {i}", f"LRS {i}", f"ARS {i}"] if scored else [f"IPC {i}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (dataset, method), by_ipc in sorted(cells.items()):
-        row = [dataset, method, *[by_ipc.get(i, "–") for i in columns]]
+    for key, by_ipc in sorted(cells.items()):
+        row = list(key)
+        for i in columns:
+            row.append(by_ipc.get(i, "–"))
+            if scored:
+                row += list(scores[key].get(i, ("–", "–")))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -63,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no results.json under {root}")
     print(f"Test accuracy (%), final epoch, mean ± std over evaluation models ({root}):")
     print(render(results))
+    if any((r.get("scores") or {}).get("headline") for r in results):
+        print(
+            "LRS / ARS: DD-Ranking's label- and augmentation-robust scores of the headline model "
+            "(fractions in the exponent, in [0, 1]; mean ± std over evaluation models)."
+        )
 
 
 if __name__ == "__main__":

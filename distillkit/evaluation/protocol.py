@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
+from distillkit.errors import ConfigError
 from distillkit.evaluation import soft_labels
 from distillkit.evaluation.stacked import (
     MAX_STACK,
@@ -94,10 +95,60 @@ class EvalSettings:
     #: architecture's name).
     teacher: str = soft_labels.TRAIN
     teacher_epochs: int = 200
+    #: DD-Ranking's label- and augmentation-robust scores after the final evaluation
+    #: (`fair_scores.py`): the random real subset of the same IPC under the same protocols and
+    #: model seeds, the protocol without augmentation, hard labels, and the full real data.
+    scores: bool = False
+    #: Directory of the cached full-data accuracies (None: $XDG_CACHE_HOME/distillkit/full_data,
+    #: else ~/.cache/distillkit/full_data); a cached file is read, never silently retrained.
+    scores_cache: str | None = None
+    #: Train the full-data model again and replace its cache file.
+    scores_recompute: bool = False
+    #: Epochs of the full-data model (DD-Ranking's CIFAR-10 ConvNet-3 recipe: 200, lr x0.1 at
+    #: 100); the dataset's train_limit bounds its images.
+    scores_full_epochs: int = 200
+    #: lrs for the random subset, chosen by accuracy on `dataset.validation` (never on test);
+    #: empty: the synthetic set's own evaluation lr for both sides.
+    scores_lr_grid: tuple[float, ...] = ()
+    #: DD-Ranking's lrs_lambda (weight of IOR against HLR) and ars_lambda (weight of the
+    #: with-augmentation difference), both 0.5 there.
+    scores_weight: float = 0.5
+    scores_gamma: float = 0.5
 
     def __post_init__(self) -> None:
-        """Bad soft-label options are a ConfigError at construction (one line each)."""
+        """Bad soft-label and score options are a ConfigError at construction (one line each)."""
         object.__setattr__(self, "temperature", soft_labels.check_settings(self))
+        self._check_scores()
+
+    def _check_scores(self) -> None:
+        """Range checks of the `scores*` fields; the lr grid is stored as a tuple of floats."""
+        for key in ("scores", "scores_recompute"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"eval.{key} must be true or false, got {getattr(self, key)!r}")
+        cache = self.scores_cache
+        if cache is not None and (not isinstance(cache, str) or not cache.strip()):
+            raise ConfigError(f"eval.scores_cache must be a directory path or null, got {cache!r}")
+        epochs = self.scores_full_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"eval.scores_full_epochs must be a positive integer, got {epochs!r}")
+        grid = self.scores_lr_grid
+        if isinstance(grid, str | bytes) or not isinstance(grid, Sequence):
+            raise ConfigError(f"eval.scores_lr_grid must be a list of learning rates, got {grid!r}")
+        for lr in grid:
+            if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+                raise ConfigError(
+                    f"eval.scores_lr_grid must hold finite learning rates > 0, got {lr!r}"
+                )
+        if len(set(grid)) != len(grid):
+            raise ConfigError(f"eval.scores_lr_grid repeats a learning rate: {list(grid)!r}")
+        object.__setattr__(self, "scores_lr_grid", tuple(float(lr) for lr in grid))
+        for key in ("scores_weight", "scores_gamma"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(f"eval.{key} must be a number in [0, 1], got {value!r}")
+            object.__setattr__(self, key, float(value))
+        if self.scores and self.num_models < 1:
+            raise ConfigError("eval.scores needs eval.num_models >= 1 (scores compare evaluations)")
 
     @property
     def needs_plain_loop(self) -> bool:
@@ -129,6 +180,12 @@ class EvalSettings:
             values["models"] = tuple(str(m) for m in values["models"])
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(float(m) for m in values["lr_milestones"] or ())
+        if values.get("scores_lr_grid") is None:
+            values.pop("scores_lr_grid", None)
+        elif isinstance(values["scores_lr_grid"], Sequence) and not isinstance(
+            values["scores_lr_grid"], str
+        ):
+            values["scores_lr_grid"] = tuple(values["scores_lr_grid"])
         return cls(**values)
 
 
