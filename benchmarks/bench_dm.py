@@ -21,8 +21,16 @@ reaching its steady size) its steps are timed; medians over all timed steps:
   auto = retain freed memory on glibc; distillkit/allocator.py), to separate what the allocator
   gives from what the one-pass step and compilation give. `reference` runs under glibc's own
   settings, as the published code does; every other variant under distillkit's default.
+- `dm-system`: (`--variants ... dm-system`) `dm` under glibc's own malloc settings
+  (`runtime.allocator=system`), to separate what the retained heap adds to its peak.
+- `dm-baseline`: (`--baseline CHECKOUT`) `dm` importing distillkit from another checkout, for
+  before/after numbers in one run.
 - `bare`: the network work alone: forward of the real batch (no grad) + forward/backward of the
   synthetic batch, no DSA, no sampling, no optimiser, same fresh-network construction.
+
+Peak memory is each process's peak resident size (`ru_maxrss`), printed with its ratio to
+`reference`'s, and that peak above the process's resident size before its first step (Python,
+torch, the data and the method: about 1 GB).
 
 A second table times one ConvNet forward in fp32 / channels-last / bf16 (`--probe-images`) to
 show what each precision costs on this machine (why `auto` picks what it picks).
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -152,7 +161,16 @@ VARIANTS = {
     "dm-cl-compiled": ({"precision": "fp32", "compile": True, "channels_last": True}, "auto"),
     "dm-bf16-cl-compiled": ({"precision": "bf16", "compile": True, "channels_last": True}, "auto"),
     "bare": (None, "auto"),
+    "dm-system": ({"precision": "auto", "compile": "auto", "channels_last": "auto"}, "system"),
 }
+
+
+#: `--baseline CHECKOUT`: the default step with the library of another checkout (a worktree of an
+#: earlier commit), in its own process beside the others, for before/after numbers in one run.
+BASELINE = "dm-baseline"
+#: Issue 25: the default DM step's peak RSS within this factor of the per-class loop's
+#: (tests/test_chunking.py checks it at a small class-heavy shape).
+PEAK_RSS_BOUND = 1.5
 
 
 def build_variant(name: str, args: argparse.Namespace):
@@ -199,11 +217,24 @@ def build_variant(name: str, args: argparse.Namespace):
     return step
 
 
+def resident_mb() -> float:
+    """The process's resident size now (VmRSS), in MB; its peak so far where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(name: str, args: argparse.Namespace) -> None:
     """Run one variant in this (fresh) process and print its timings as one JSON line."""
     set_threads(args.threads)
     allocator = use_allocator(VARIANTS[name][1])
     step = build_variant(name, args)
+    baseline_mb = resident_mb()  # the process, its data and its method before any step
     started = time.perf_counter()
     step()  # includes torch.compile's compilation for the compiled variants
     first = time.perf_counter() - started
@@ -220,15 +251,20 @@ def child(name: str, args: argparse.Namespace) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"name": name, "allocator": allocator, "first_call": first,
                       "times": times, "cpu_times": cpu, "page_faults": faults,
-                      "peak_rss_mb": peak_mb}))  # fmt: skip
+                      "peak_rss_mb": peak_mb, "baseline_rss_mb": baseline_mb,
+                      "step_peak_mb": peak_mb - baseline_mb}))  # fmt: skip
 
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
              if k in ("width", "depth", "ipc", "classes", "real_per_class", "device", "steps",
                       "warmup") or (k == "threads" and v is not None)]  # fmt: skip
+    env = None
+    if name == BASELINE:  # the dm variant with the distillkit package of another checkout
+        name, path = "dm", os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [args.baseline, path]))}
     out = subprocess.run([sys.executable, __file__, "--child", name, *flags],
-                         capture_output=True, text=True)  # fmt: skip
+                         capture_output=True, text=True, env=env)  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"variant {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -249,6 +285,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 steps, smaller probe")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         help="time only these (reference, dm and bare always run)")  # fmt: skip
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help=f"also run `dm` importing distillkit from this checkout ({BASELINE})",
+    )
+    parser.add_argument("--out", default="dm_step", help="results/<OUT>.json (default dm_step)")
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)
@@ -275,8 +317,12 @@ def main() -> None:
         if native_bf16 or args.all_precisions:
             names.append("dm-bf16-cl-compiled")
     names.append("bare")
+    if args.variants and "dm-system" in args.variants:
+        names.insert(names.index("dm") + 1, "dm-system")
     if args.variants:
         names = [n for n in names if n in args.variants or n in ("reference", "bare", "dm")]
+    if args.baseline:
+        names.insert(names.index("dm"), BASELINE)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.rounds):
         for name in names:
@@ -286,7 +332,8 @@ def main() -> None:
                   f"{' '.join(f'{t:.2f}' for t in result['times'])} s "
                   f"(first call {result['first_call']:.1f} s, page faults/step "
                   f"{statistics.median(result['page_faults']):.0f}, "
-                  f"peak RSS {result['peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
+                  f"peak RSS {result['peak_rss_mb']:.0f} MB, "
+                  f"{result['step_peak_mb']:.0f} MB above its start)", flush=True)  # fmt: skip
     times = {n: [t for run in runs[n] for t in run["times"]] for n in names}
     med = medians(times)
     warm = {n: statistics.median(run["first_call"] for run in runs[n]) for n in names}
@@ -296,7 +343,7 @@ def main() -> None:
     for name, value in med.items():
         print(f"{name:<22} {runs[name][0]['allocator']:>9} {value:8.3f} {ref / value:12.2f} "
               f"{value / med['bare']:8.2f} {warm[name]:10.1f}s")  # fmt: skip
-    best = min((n for n in med if n.startswith("dm")), key=med.get)
+    best = min((n for n in med if n.startswith("dm") and n != BASELINE), key=med.get)
     print(f"speed-up of the default DM step over the per-class loop: {ref / med['dm']:.2f}x")
     print(f"speed-up of the fastest DM variant ({best}) over it:    {ref / med[best]:.2f}x "
           f"(target >= 2.5x)")  # fmt: skip
@@ -304,6 +351,16 @@ def main() -> None:
     print(f"of which the allocator (the loop under distillkit's): {ref / retain:.2f}x; "
           f"the default step over that loop: {retain / med['dm']:.2f}x, {best}: "
           f"{retain / med[best]:.2f}x")  # fmt: skip
+
+    peaks = {n: max(run["peak_rss_mb"] for run in runs[n]) for n in names}
+    grown = {n: max(run["step_peak_mb"] for run in runs[n]) for n in names}
+    print("peak RSS (MB; above the process before its first step):")
+    for n in names:
+        ratio, grown_ratio = peaks[n] / peaks["reference"], grown[n] / max(grown["reference"], 1)
+        print(f"  {n:<22} {peaks[n]:8.0f} {ratio:6.2f}x reference "
+              f"{grown[n]:8.0f} {grown_ratio:6.2f}x reference")  # fmt: skip
+    print(f"peak RSS of the default DM step over the per-class loop: "
+          f"{peaks['dm'] / peaks['reference']:.2f}x (target <= {PEAK_RSS_BOUND}x)")  # fmt: skip
 
     # CPU seconds (process time, all threads): robust to other work sharing the cores; on a
     # loaded machine with --threads 1 these ratios are the ones to read.
@@ -321,7 +378,7 @@ def main() -> None:
     for name, value in probe.items():
         print(f"  {name:<20} {value:8.3f} s   {value / probe['fp32']:6.2f}x fp32")
 
-    save("dm_step", {
+    save(args.out, {
         "machine": info,
         "settings": {k2: v for k2, v in vars(args).items()},
         "seconds_median": med,
@@ -333,7 +390,10 @@ def main() -> None:
         "page_faults_per_step_median": {
             n: statistics.median(f for run in runs[n] for f in run["page_faults"]) for n in names
         },
-        "peak_rss_mb": {n: max(run["peak_rss_mb"] for run in runs[n]) for n in names},
+        "peak_rss_mb": peaks,
+        "baseline_rss_mb": {n: min(run["baseline_rss_mb"] for run in runs[n]) for n in names},
+        "step_peak_mb": grown,
+        "peak_rss_ratios": {f"{n}_over_reference": peaks[n] / peaks["reference"] for n in names},
         "ratios": {
             "reference_over_dm_default": ref / med["dm"],
             f"reference_over_{best}": ref / med[best],

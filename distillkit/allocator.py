@@ -10,6 +10,15 @@ from its heap and never to trim it, so freed memory is reused: the resident size
 run's peak instead of shrinking between steps. Results are bit-identical: only where memory
 comes from changes.
 
+The retained heap reuses a freed block only for requests that fit in it, so a pass whose blocks
+are many times larger than the rest fragments it above the memory in use. DM's synthetic side in
+one pass at 100 classes x IPC 10 (ConvNet-3 width 128: 0.5 GB activation blocks beside the real
+side's 60 MB chunks) left the heap 1.2 GB above its peak use, and the step's peak resident size
+1.68x the per-class loop's (issue 25; under `system` 1.10x). Trimming does not undo it (the heap
+grows inside the first step's backward pass; `malloc_trim` after the real pass left the peak where
+it was), so methods keep their blocks chunk-sized instead (distillkit/memory.py;
+benchmarks/results/dm_memory_100_classes.md).
+
 `runtime.allocator`: auto (retain where glibc is the C library) | retain | system.
 """
 

@@ -4,8 +4,11 @@ Each iteration draws a fresh random frozen ConvNet and matches, per class, the m
 Siamese-augmented real images with that of the synthetic images. Real images go through the
 network under no_grad in row chunks sized by `runtime.memory_budget` (augmented chunk by chunk;
 per-class means from running sums), so a step's memory does not grow with the number of classes;
-the synthetic side keeps its graph in one pass (that is what the loss needs). With a budget that
-holds the whole batch it is one pass, and on the CPU the chunked step is bit-identical to it.
+the synthetic side keeps its graph (that is what the loss needs), built in row chunks under half
+the budget so that no activation block is much larger than the real side's (a 1,000-row pass left
+the retained host heap fragmented 1.2 GB above the memory in use; `synthetic_side`). With a
+budget that holds the whole batch it is one pass, and on the CPU the chunked step is
+bit-identical to it.
 Loss add-ons (IID's CC and CM) see the same augmented batches and, when they ask for it, the
 feature maps of the same forward passes. `pair_distance`, the distance FYI's unequalness score
 uses, is the matching term between two batches: the same class means and distance functions.
@@ -21,7 +24,7 @@ from torch import Tensor, nn
 
 from distillkit.augment import DSA, DSAParams
 from distillkit.classwise import class_means
-from distillkit.memory import row_slices
+from distillkit.memory import BACKWARD_FACTOR, row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.runtime import Runtime
 from distillkit.settings import ranged
@@ -166,6 +169,25 @@ class DistributionMatching(Method):
             keep=bool(self.loss_addons),
         )
 
+    def synthetic_side(self, net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(features, map) of the synthetic batch with their graph (`network_pass`), in row
+        chunks under the memory budget's share for a differentiated pass (budget /
+        BACKWARD_FACTOR), concatenated. The graph still holds every chunk's saved activations,
+        as the published per-class loop's does; chunking bounds the size of each activation and
+        gradient block, which the host allocator's retained heap (distillkit/allocator.py)
+        otherwise fragments: one 1,000-row pass at 100 classes left it 1.2 GB above the memory in
+        use (benchmarks/results/dm_memory_100_classes.md). Rows do not interact (one slice when
+        they do), so the features and the images' gradients do not depend on the chunking."""
+        budget = self.runtime.memory_budget // BACKWARD_FACTOR
+        dtype = self.runtime.dtype if self.runtime.mixed else None
+        slices = row_slices(net, x, budget, dtype)
+        if len(slices) == 1:
+            return self.network_pass(net, x)
+        parts = [self.network_pass(net, x[rows]) for rows in slices]
+        features = torch.cat([f for f, _ in parts])
+        maps = None if parts[0][1] is None else torch.cat([m for _, m in parts])
+        return features, maps
+
     def matching_terms(self, net: nn.Module) -> dict[str, Tensor]:
         """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
         their weighted sum} for one network and one DSA draw."""
@@ -180,7 +202,7 @@ class DistributionMatching(Method):
             params = augment.sample(k, self.generator, tuple(real.shape[-2:]), real.device)
             syn = augment.apply(syn, params, syn_labels)
         real_means, real, real_map = self.real_side(net, real, real_labels, params, k)
-        syn_features, syn_map = self.network_pass(net, syn)
+        syn_features, syn_map = self.synthetic_side(net, syn)
         syn_means = class_means(syn_features, syn_labels, k)
         terms = {"match": mean_embedding_distance(real_means, syn_means).sum()}
         terms.update(
