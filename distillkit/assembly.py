@@ -22,6 +22,7 @@ import torch
 from distillkit.addons import AddOn, build_addons
 from distillkit.augment.choice import distillation_augment, evaluation_augment
 from distillkit.data import RealData, load_from_config
+from distillkit.distributed import World
 from distillkit.errors import InputError
 from distillkit.evaluation import EvalSettings
 from distillkit.keys import drop_retired
@@ -52,11 +53,13 @@ def assemble_run(
     *,
     distil: bool = True,
     addons: list[AddOn] | None = None,
+    world: World | None = None,
 ) -> Assembly:
     """The run `cfg` (checked by `checked_config`) describes. `data`: already loaded (a saved
     set's dataset, continual learning's class subsets); `distil=False`: no synthetic set or
     method (evaluation, analysis); `addons`: set up already (continual learning loads a pool
-    once for all its steps)."""
+    once for all its steps); `world`: the ranks of a multi-process run (the method splits its
+    work over them)."""
     method_cls = method_class(cfg["method"])
     if addons is None:  # checked against the method's capabilities before any data loads
         addons = build_addons(cfg.get("regularizer"), method_cls)
@@ -83,6 +86,7 @@ def assemble_run(
         generators=bench.generators,
         addons=addons,
         runtime=bench.runtime,
+        world=world,
     )
     return Assembly(bench, addons, synthetic, method_cls(context), eval_settings, eval_augment)
 

@@ -61,6 +61,7 @@ RESUME_FREE_KEYS = frozenset(
         *RUNTIME_SWITCHES,
         "checkpoint.every_s",
         "checkpoint.copy_to",
+        "distributed.timeout_s",
         # DD-Ranking's scores act after distillation: a resumed run may add or drop them.
         "eval.scores",
         "eval.scores_cache",

@@ -93,7 +93,7 @@ RUN_KEYS = frozenset(
     {
         "seed", "ipc", "device", "progress", "log_every", "resume",
         "dataset", "method", "regularizer", "model", "eval", "logger", "runtime",
-        "synthetic", "dsa", "unequalness", "checkpoint", "images",
+        "synthetic", "dsa", "unequalness", "checkpoint", "images", "distributed",
     }
 )  # fmt: skip
 #: The blocks the training loop itself reads (distillkit.trainer).
@@ -101,6 +101,7 @@ LOOP_BLOCKS: dict[str, frozenset[str]] = {
     "synthetic": frozenset({"init", "factor"}),
     "unequalness": frozenset({"enabled", "every", "distances", "num_nets"}),
     "images": frozenset({"every", "max_per_class", "flips"}),
+    "distributed": frozenset({"timeout_s"}),
 }
 
 

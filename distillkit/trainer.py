@@ -7,6 +7,7 @@ once (distillkit.checkpoint), and the results are written in one schema (distill
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,9 +30,10 @@ from distillkit.checkpoint import (
     snapshot,
 )
 from distillkit.config import checked_config
+from distillkit.distributed import World
 from distillkit.evaluation import evaluate_in_turn, evaluate_set
 from distillkit.io import load_torch, save_json
-from distillkit.logging import build_logger
+from distillkit.logging import Logger, build_logger
 from distillkit.metrics import fair_scores
 from distillkit.metrics.unequalness import unequalness
 from distillkit.progress import progress_bar
@@ -41,13 +43,25 @@ from distillkit.visualize import class_grid, flip_figure
 __all__ = ["RunInterrupted", "Trainer"]
 
 log = logging.getLogger(__name__)
+#: What a rank that received no signal reports when another rank's stop request ends the run.
+STOP_SIGNAL = signal.SIGTERM
 
 
 class Trainer:
-    """Builds everything from one config, distils, evaluates, and writes the run's files."""
+    """Builds everything from one config, distils, evaluates, and writes the run's files.
 
-    def __init__(self, cfg: Mapping[str, Any] | DictConfig, run_dir: str | Path) -> None:
+    With a `world` of several ranks (distillkit.distributed) every rank runs this loop on the
+    same run directory: the method splits its work (`Method.distributed_split`), each step's
+    losses and stop requests are summed over the ranks, the ranks' shards are assembled
+    (`sync_shards`) before anything reads the whole set, evaluation models are spread over
+    them, and rank 0 alone writes checkpoints, results, grids and W&B."""
+
+    def __init__(
+        self, cfg: Mapping[str, Any] | DictConfig, run_dir: str | Path, world: World | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
+        self.world = world or World.single()
+        self.is_main = self.world.is_main
         # Checks and files first: a bad config or checkpoint fails before data is loaded.
         self.cfg = checked_config(cfg)
         self.allocator = use_allocator((self.cfg.get("runtime") or {}).get("allocator"))
@@ -55,7 +69,7 @@ class Trainer:
             self.run_dir, self.cfg.get("resume"), (self.cfg.get("checkpoint") or {}).get("copy_to")
         )
         saved = self.checkpoint.load(self.cfg)
-        parts = assemble_run(self.cfg)
+        parts = assemble_run(self.cfg, world=self.world)
         self.bench, self.addons = parts.bench, parts.addons
         self.data, self.device = parts.bench.data, parts.bench.device
         self.synthetic, self.method = parts.synthetic, parts.method  # type: ignore[assignment]
@@ -89,13 +103,17 @@ class Trainer:
             )  # fmt: skip
         # Built after the state is in place: the local log restarts from the checkpoint's
         # records (no duplicated lines), W&B continues the checkpoint's run.
-        self.logger = build_logger(
-            self.cfg.get("logger", {}),
-            self.run_dir,
-            self.cfg,
-            run_name(self.cfg),
-            records=saved["metrics"] if saved else [],
-            wandb_run_id=saved["wandb_run_id"] if saved else None,
+        self.logger = (
+            build_logger(
+                self.cfg.get("logger", {}),
+                self.run_dir,
+                self.cfg,
+                run_name(self.cfg),
+                records=saved["metrics"] if saved else [],
+                wandb_run_id=saved["wandb_run_id"] if saved else None,
+            )
+            if self.is_main
+            else Logger()  # the other ranks' records are rank 0's: nothing to write
         )
 
     @property
@@ -109,9 +127,13 @@ class Trainer:
 
     # -- state on disk --------------------------------------------------------------------------
     def save_checkpoint(self, iteration: int) -> None:
-        """Atomically write the full state; non-finite state is never saved (FloatingPointError)."""
+        """Atomically write the full state; non-finite state is never saved (FloatingPointError).
+        Every rank calls it (the shards are assembled first); rank 0 writes."""
+        self.method.sync_shards()
         self.check_finite(iteration)
         self.state.iteration = iteration
+        if not self.is_main:
+            return
         self.checkpoint.write(
             snapshot(
                 self.state,
@@ -134,6 +156,8 @@ class Trainer:
         objects are rolled back to the checkpoint to ask the method."""
         if self.checkpoint.last_good is None:
             return None
+        if not self.is_main:  # rank 0 writes it; every rank stops with the same error
+            return int(load_torch(self.checkpoint.last_good, "distillkit checkpoint")["iteration"])
         state = load_torch(self.checkpoint.last_good, "distillkit checkpoint")
         self.synthetic.load_state_dict(state["synthetic"])
         self.method.load_state_dict(state["method"])
@@ -178,13 +202,14 @@ class Trainer:
             others = dict(zip(also, first, strict=True))
         else:
             accuracy = evaluate_set(
-                *evaluated, data, *common, self.bench.generators[stream], **options
-            )
+                *evaluated, data, *common, self.bench.generators[stream], **options,
+                world=self.world,
+            )  # fmt: skip
             for name, other in ({} if validation else also).items():
                 generator = self.bench.generators[f"{stream}/{name}"]
                 options["desc"] = f"{desc} ({name})"
                 others[name] = evaluate_set(
-                    *other.training_set(), data, *common, generator, **options
+                    *other.training_set(), data, *common, generator, **options, world=self.world
                 )
         if validation:
             others = {}
@@ -254,11 +279,16 @@ class Trainer:
         unequal = self.cfg["unequalness"]
         unequal_every = int(unequal["every"]) if unequal["enabled"] else 0
         image_every = int(self.cfg["images"]["every"])
-        if done in eval_at and done != self.iterations:
+        evaluate = done in eval_at and done != self.iterations
+        unequal = bool(unequal_every) and done % unequal_every == 0 and done != self.iterations
+        grid = bool(image_every) and done % image_every == 0
+        if evaluate or unequal or grid:
+            self.method.sync_shards()  # every rank: each reads the whole set
+        if evaluate:
             self.evaluate(done, desc=f"evaluate @{done}")
-        if unequal_every and done % unequal_every == 0 and done != self.iterations:
+        if unequal and self.is_main:  # its own stream: the others skip it
             self.measure_unequalness(done)
-        if image_every and done % image_every == 0:
+        if grid and self.is_main:
             self.log_grid(done, f"grid_{done:06d}")
 
     # -- the loop -------------------------------------------------------------------------------
@@ -282,21 +312,49 @@ class Trainer:
             for iteration in bar:
                 started = time.perf_counter()
                 losses = self.method.step(iteration)
-                self.guard.track(losses)
                 done = iteration + 1
+                due = schedule.due(done, self.iterations)
+                losses, stopping, due = self.shared_step(losses, stop.requested, due)
+                self.guard.track(losses)
                 if losses and (done % log_every == 0 or done == self.iterations):
                     self.log_losses(losses, done)
                     bar.set_postfix(loss=f"{self.state.last_loss:.4g}", refresh=False)
                 self.periodic(done)
                 self.state.distil_s += time.perf_counter() - started
-                if stop.requested or schedule.due(done, self.iterations):
+                if stopping or due:
                     self.save_checkpoint(done)
                     schedule.written()
-                if stop.requested:
+                if stopping:
                     bar.close()
-                    raise RunInterrupted(int(stop.signum), done, self.checkpoint.path)
+                    signum = int(stop.signum) if stop.signum is not None else STOP_SIGNAL
+                    raise RunInterrupted(signum, done, self.checkpoint.path)
         bar.close()
         return self.state.last_loss
+
+    def shared_step(
+        self, losses: Mapping[str, Any], stop_requested: bool, due: bool
+    ) -> tuple[dict[str, Any], bool, bool]:
+        """One step's losses summed over the ranks (each rank's are its own classes' share;
+        the method's `replicated_losses` are everyone's and come from rank 0), whether any
+        rank was asked to stop, and rank 0's checkpoint decision (its clock decides), with one
+        collective. One process: as they are."""
+        if not self.world.is_distributed:
+            return dict(losses), bool(stop_requested), bool(due)
+        names = sorted(losses)
+        replicated = set(getattr(self.method, "replicated_losses", ()))
+        values = [
+            torch.as_tensor(losses[n]).detach().to("cpu", torch.float64).reshape(())
+            * (1.0 if self.is_main or n not in replicated else 0.0)
+            for n in names
+        ]
+        flags = torch.tensor(
+            [float(stop_requested), float(due and self.is_main)], dtype=torch.float64
+        )
+        total = self.world.all_reduce_sum(
+            torch.cat([torch.stack(values), flags]) if values else flags
+        )
+        shared = {n: total[i].to(torch.float32) for i, n in enumerate(names)}
+        return shared, bool(total[-2] > 0), bool(total[-1] > 0)
 
     def log_losses(self, losses: Mapping[str, Any], done: int) -> None:
         """Log the step's losses (one host sync); non-finite ones stop the run instead."""
@@ -318,23 +376,23 @@ class Trainer:
             self.logger.finish(failure)
 
     def _run(self) -> dict[str, Any]:
-        if self._start == 0:
+        if self._start == 0 and self.is_main:  # every rank starts from the same images
             self.log_grid(0, "grid_init")
         final_loss = self.distil()
         distilled = time.perf_counter()
-        self.save_checkpoint(self.iterations)
-        self.method.evaluated_set().save(
-            self.run_dir / "synthetic_set.pt",
-            config=self.cfg,
-            lr=self.method.eval_lr,
-            zca=self.data.zca_state,
-        )
-        self.log_grid(self.iterations, "grid_final")
-        if self.cfg["images"].get("flips", True):
-            self.log_flips(self.iterations, "flips_final")
-        unequal = (
-            self.measure_unequalness(self.iterations) if self.cfg["unequalness"]["enabled"] else {}
-        )
+        self.save_checkpoint(self.iterations)  # the shards are whole from here on
+        if self.is_main:
+            self.method.evaluated_set().save(
+                self.run_dir / "synthetic_set.pt",
+                config=self.cfg,
+                lr=self.method.eval_lr,
+                zca=self.data.zca_state,
+            )
+            self.log_grid(self.iterations, "grid_final")
+            if self.cfg["images"].get("flips", True):
+                self.log_flips(self.iterations, "flips_final")
+        measured = self.cfg["unequalness"]["enabled"] and self.is_main
+        unequal = self.measure_unequalness(self.iterations) if measured else {}
         evaluated = self.eval_settings.num_models > 0
         final, also = self.evaluate_all(self.iterations, desc="evaluate") if evaluated else ({}, {})
         held_out = evaluated and self.data.validation is not None
@@ -358,7 +416,8 @@ class Trainer:
             runtimes=self.state.runtimes,
             scores=scores,
         )
-        save_json(report, self.run_dir / "results.json")
+        if self.is_main:
+            save_json(report, self.run_dir / "results.json")
         self.logger.log_table("results", table_columns(report), table_rows(report))
         summary = {f"final/{arch}/{k}": r[k] for arch, r in final.items() for k in ("mean", "std")}
         for name, acc in also.items():
@@ -390,6 +449,7 @@ class Trainer:
             dataset_cfg=self.cfg["dataset"],
             fallback_augment=DSA.from_config(self.cfg["dsa"]),
             progress=self.progress,
+            world=self.world,
         )
         self.logger.log_scalars(fair_scores.scalars(scores), self.iterations)
         return scores

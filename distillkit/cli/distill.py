@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distillkit.cli._common import hydra_command
+from distillkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distillkit.distributed import World
 
 #: The composed config this command runs (conf/config.yaml and its groups).
 CONFIG_NAME = "config"
 
 log = logging.getLogger("distillkit")
+MULTIRUN_UNDER_LAUNCH = (
+    "a sweep (-m) under a launch of {} processes would run every job in every process: "
+    "launch each job on its own (torchrun ... -m distillkit <overrides>, or one srun per job: "
+    "README, Many GPUs)"
+)
 
 
 def _is_multirun() -> bool:
@@ -41,19 +53,57 @@ def objective(results: dict) -> float | None:
     return None if headline is None else headline["mean"]
 
 
+def open_world(cfg: DictConfig) -> World:
+    """The ranks of this job: a launcher's (torchrun, srun) when it started several processes,
+    else one process with no process group. A sweep (-m) runs its jobs one after another in
+    each process, so it cannot also be one job over several: refused."""
+    from distillkit.distributed import Launch, World
+    from distillkit.runtime import resolve_device
+
+    launch = Launch.from_env()
+    if launch.size > 1 and _is_multirun():
+        raise ConfigError(MULTIRUN_UNDER_LAUNCH.format(launch.size))
+    device = resolve_device(str(cfg.get("device", "auto")))
+    timeout_s = float(OmegaConf.select(cfg, "distributed.timeout_s", default=1800))
+    return World.from_environment(device.type, timeout_s=timeout_s)
+
+
+def shared_run_dir(world: World, own: Path) -> Path:
+    """Rank 0's run directory, on every rank (each rank's Hydra names its own from its clock).
+    Another rank's own directory, when it differs and holds only Hydra's files, is removed."""
+    run_dir = Path(world.broadcast_object(str(own)))
+    if run_dir != own and own.is_dir():
+        leftovers = [p for p in own.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+        if not leftovers:
+            shutil.rmtree(own, ignore_errors=True)
+    return run_dir
+
+
 def distill_job(cfg: DictConfig) -> float | None:
     """One job: a Trainer run in Hydra's output directory; returns the objective (validation
     accuracy when `dataset.validation` > 0, else the headline test accuracy). Errors propagate
-    to the command's job runner (`_common.run_task`: the exit status, or a multirun failure)."""
+    to the command's job runner (`_common.run_task`: the exit status, or a multirun failure).
+    Under a launcher of N processes every rank runs the job in rank 0's run directory."""
     from distillkit.trainer import RunInterrupted, Trainer  # torch loads only for a job
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     default_sweep_group(cfg)
+    world = open_world(cfg)
     try:
-        results = Trainer(cfg, run_dir).run()
-    except RunInterrupted as exc:  # stops a whole sweep too
-        print(f"distillkit: interrupted: {exc}", file=sys.stderr)
-        raise SystemExit(128 + exc.signum) from None
+        run_dir = shared_run_dir(world, Path(HydraConfig.get().runtime.output_dir))
+        if world.is_distributed and world.is_main:
+            log.info(
+                "one run over %d processes (%s on %s, launched by %s) -> %s",
+                world.size, world.backend, world.device.type, world.launch.source, run_dir,
+            )  # fmt: skip
+        try:
+            results = Trainer(cfg, run_dir, world).run()
+        except RunInterrupted as exc:  # stops a whole sweep too
+            print(f"distillkit: interrupted: {exc}", file=sys.stderr)
+            raise SystemExit(128 + exc.signum) from None
+    finally:
+        world.close()
+    if not world.is_main:
+        return objective(results)
     (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run that now works
     headline = results["headline"]
     if headline is None:
@@ -69,7 +119,23 @@ def distill_job(cfg: DictConfig) -> float | None:
     return objective(results)
 
 
+def launched_processes(env: Mapping[str, str] | None = None) -> int:
+    """How many processes a launcher started for this job (torchrun's WORLD_SIZE, srun's task
+    count), read without importing torch; 1 without a launcher."""
+    env = os.environ if env is None else env
+    if "RANK" in env and env.get("WORLD_SIZE", "").isdigit():
+        return int(env["WORLD_SIZE"])
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+    return int(tasks) if "SLURM_PROCID" in env and tasks.isdigit() else 1
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`distillkit [overrides]`: in a multirun, failing jobs are reported (failed.json) while the
-    others complete; the command then exits with status 1 and one line per failed job."""
+    others complete; the command then exits with status 1 and one line per failed job. Under a
+    launcher of several processes a sweep is refused before Hydra starts (`open_world`)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    processes = launched_processes()
+    if processes > 1 and ("-m" in args or "--multirun" in args):
+        print(f"distillkit: {MULTIRUN_UNDER_LAUNCH.format(processes)}", file=sys.stderr)
+        raise SystemExit(2)
     hydra_command(distill_job, CONFIG_NAME, argv)

@@ -110,11 +110,15 @@ class RealData:
         """Number of training images per class, shape (K,), int64 on the CPU (metadata)."""
         return self._counts.clone()
 
-    def sample_per_class(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def sample_per_class(
+        self, n: int, generator: torch.Generator, classes: range | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Draw `n` training images of every class, class-contiguous (class 0 first).
 
         Within a class the draw is without replacement when `n` <= its size, else with
         replacement. All randomness comes from `generator` (CPU); returns (K*n images, labels).
+        `classes`: only those classes' rows are gathered (a rank of a class-sharded run), from
+        the same draws, so the generator advances as it does for all of them.
         """
         k = self.info.num_classes
         counts = self._counts
@@ -138,6 +142,11 @@ class RealData:
             pos = torch.where(small[:, None], with_repl, pos)
         idx = self._order_cpu[(self._starts[:, None] + pos).flatten()]
         labels = torch.arange(k).repeat_interleave(n)
+        if classes is not None:
+            idx, labels = (
+                idx[classes.start * n : classes.stop * n],
+                labels[classes.start * n : classes.stop * n],
+            )
         idx = idx.to(self.device)
         return self.train_images[idx], labels.to(self.device)
 

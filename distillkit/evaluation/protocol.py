@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillkit.augment import DSA
+from distillkit.distributed import World, spread_blocks
 from distillkit.errors import ConfigError
 from distillkit.evaluation import soft_labels
 from distillkit.evaluation.stacked import (
@@ -332,6 +333,35 @@ def summarise(accuracies: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "runs": list(accuracies), "n": len(accuracies)}
 
 
+def skip_model_draws(
+    factory: NetworkFactory,
+    n: int,
+    settings: EvalSettings,
+    augment: DSA | None,
+    generator: torch.Generator,
+    image_size: tuple[int, int],
+) -> None:
+    """Advance `generator` past every draw `train_network` makes for one model on `n` images
+    (its initialisation, each epoch's permutation, each mini-batch's DSA and CutMix draws)
+    without training it: how a rank that trains models i.. of a spread starts model i from the
+    state the single-process loop gives it (`distributed.spread_blocks`)."""
+    factory(generator)
+    h, w = image_size
+    for _ in range(settings.schedule()[0]):
+        torch.randperm(n, generator=generator)
+        for start in range(0, n, settings.batch_size):
+            rows = min(settings.batch_size, n - start)
+            if augment is not None and augment.enabled:
+                augment.sample(rows, generator, image_size)
+            if settings.cutmix_p <= 0:
+                continue
+            if float(torch.rand((), generator=generator)) < settings.cutmix_p:
+                torch.randint(2**62, (1,), generator=generator)  # cutmix's draws, in its order
+                torch.randperm(rows, generator=generator)
+                torch.randint(h, (1,), generator=generator)
+                torch.randint(w, (1,), generator=generator)
+
+
 def evaluate_set(
     images: Tensor,
     labels: Tensor,
@@ -343,63 +373,71 @@ def evaluate_set(
     lr: float | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    world: World | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every architecture in `settings.models`, `settings.num_models` fresh models each.
 
-    Returns {architecture: {mean, std, runs, n}} with accuracies in percent.
+    Returns {architecture: {mean, std, runs, n}} with accuracies in percent. With a `world` of
+    several ranks, each architecture's models are spread over them (`spread_blocks`: every
+    model starts from its single-process draws, the accuracies are gathered in model order on
+    every rank, the generator ends where the single-process loop leaves it); an augmentation
+    whose draws cannot be replayed (not DSA) keeps every model on every rank.
     """
     images, labels = images.detach(), labels.detach()
+    world = world or World.single()
     stacked = (
         settings.num_models > 1
         and not settings.needs_plain_loop
         and stacking_requested(settings.stacked, images.device)
     )
     results: dict[str, dict[str, Any]] = {}
-    total = len(settings.models) * settings.num_models
-    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")
+    mine = len(world.shard(settings.num_models))  # this rank's models of each architecture
+    bar = progress_bar(
+        total=len(settings.models) * mine, desc=desc, disable=not progress, leave=False,
+        unit="model",
+    )  # fmt: skip
     for name in settings.models:
         arch = factory.for_architecture(name)
-        accuracies: list[float] = []
         model_augment = _augment_for(augment, arch)
         teacher = _teacher_for(arch, data, settings)
         # A throwaway network from its own generator: nothing is drawn from the run's streams.
-        if (
+        stack = (
             stacked
             and isinstance(model_augment, DSA | None)
             and supports_stacking(arch(torch.Generator().manual_seed(0)))
-        ):
-            for start in range(0, settings.num_models, MAX_STACK):
-                group = min(MAX_STACK, settings.num_models - start)
-                accuracies += train_and_test_stacked(
-                    arch,
-                    images,
-                    labels,
-                    data.test_images,
-                    data.test_labels,
-                    settings,
-                    model_augment,
-                    generator,
-                    group,
-                    lr,
-                )
-                bar.update(group)
-                bar.set_postfix({name: f"{accuracies[-1]:.1f}%"}, refresh=False)
-        for _ in range(settings.num_models - len(accuracies)):
-            acc = train_and_test(
-                arch,
-                images,
-                labels,
-                data.test_images,
-                data.test_labels,
-                settings,
-                model_augment,
-                generator,
-                lr,
-                teacher,
-            )
-            accuracies.append(acc)
-            bar.update(1)
-            bar.set_postfix({name: f"{acc:.1f}%"}, refresh=False)
+        )
+
+        def run_block(models: range, arch=arch, model_augment=model_augment, teacher=teacher,
+                      stack=stack, name=name) -> list[float]:  # fmt: skip
+            accuracies: list[float] = []
+            if stack:
+                for start in range(0, len(models), MAX_STACK):
+                    group = min(MAX_STACK, len(models) - start)
+                    accuracies += train_and_test_stacked(
+                        arch, images, labels, data.test_images, data.test_labels, settings,
+                        model_augment, generator, group, lr,
+                    )  # fmt: skip
+                    bar.update(group)
+                    bar.set_postfix({name: f"{accuracies[-1]:.1f}%"}, refresh=False)
+            for _ in range(len(models) - len(accuracies)):
+                acc = train_and_test(
+                    arch, images, labels, data.test_images, data.test_labels, settings,
+                    model_augment, generator, lr, teacher,
+                )  # fmt: skip
+                accuracies.append(acc)
+                bar.update(1)
+                bar.set_postfix({name: f"{acc:.1f}%"}, refresh=False)
+            return accuracies
+
+        def skip(i: int, arch=arch, model_augment=model_augment) -> None:
+            del i
+            skip_model_draws(
+                arch, images.shape[0], settings, model_augment, generator,
+                tuple(images.shape[-2:]),
+            )  # fmt: skip
+
+        spread = world if isinstance(model_augment, DSA | None) else World.single()
+        accuracies = spread_blocks(spread, run_block, settings.num_models, skip)
         _check_finite(name, accuracies)
         results[name] = summarise(accuracies)
     bar.close()

@@ -25,6 +25,8 @@ from distillkit.addons import (
     setup_addons,
 )
 from distillkit.augment import DSA
+from distillkit.distributed import World, assemble_classes, class_block, class_shard
+from distillkit.errors import ConfigError
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.settings import Settings, ranged
@@ -45,6 +47,8 @@ class MethodContext:
     #: The run's speed switches: the Runtime the assembly built once (or a `runtime` block, for
     #: methods built by hand); methods that run networks in bulk read it (`Runtime.of`).
     runtime: Any = None
+    #: The ranks of the run (distillkit.distributed.World; None: one process).
+    world: World | None = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,21 @@ class Method:
     #: Overrides of a smoke-scale job after the one-expert buffer it reads.
     smoke_buffer_overrides: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    #: How a run of several processes splits this method's work ("classes": each rank matches
+    #: its own classes' rows, `sync_shards` assembles them); None: it runs in one process only.
+    distributed_split: ClassVar[str | None] = None
+    #: Losses every rank computes whole (not a share of the classes): rank 0's are logged.
+    replicated_losses: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
+        self.world = ctx.world or World.single()
+        if self.world.is_distributed and self.distributed_split is None:
+            raise ConfigError(
+                f"method {self.name!r} runs in one process only; a launch of "
+                f"{self.world.size} processes distils dm and idm (with their add-ons); README, "
+                "Many GPUs"
+            )
         self.cfg = ctx.cfg
         self.settings = self.Settings.from_config(ctx.cfg, "method")
         self.data = ctx.data
@@ -101,6 +117,38 @@ class Method:
     def image_optimiser(self, lr: float, momentum: float) -> torch.optim.SGD:
         """SGD on the synthetic images (every published method here uses it)."""
         return torch.optim.SGD(self.synthetic.parameters(), lr=lr, momentum=momentum)
+
+    @property
+    def own_classes(self) -> range:
+        """The classes this rank matches: all of them in one process (`class_shard`)."""
+        return class_shard(self.world, self.synthetic.num_classes)
+
+    @property
+    def own_rows(self) -> slice | None:
+        """This rank's stored rows of the class-contiguous synthetic set (None: all of them)."""
+        if not self.world.is_distributed:
+            return None
+        return class_block(
+            self.own_classes, self.synthetic.images.shape[0] // self.synthetic.num_classes
+        )
+
+    def sync_shards(self) -> None:
+        """Make every rank's state whole before it is saved, evaluated or shown: each class's
+        synthetic rows, and their optimiser state, from the rank that owns the class. Nothing
+        to do in one process or for a method that does not split its classes."""
+        if not self.world.is_distributed or self.distributed_split != "classes":
+            return
+        k = self.synthetic.num_classes
+        images = self.synthetic.images
+        with torch.no_grad():
+            images.copy_(assemble_classes(self.world, images.detach(), k))
+        if self.optimiser is None:
+            return
+        for group in self.optimiser.param_groups:
+            for param in group["params"]:
+                for _, value in sorted(self.optimiser.state.get(param, {}).items()):
+                    if torch.is_tensor(value) and value.shape == param.shape:
+                        value.copy_(assemble_classes(self.world, value, k))
 
     def real_per_class(self, wanted: int) -> int:
         """Real images drawn per class: classes with fewer than `wanted` use all of theirs

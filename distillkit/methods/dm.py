@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from distillkit.augment import DSA, DSAParams
 from distillkit.classwise import class_means
+from distillkit.errors import ConfigError
 from distillkit.memory import BACKWARD_FACTOR, row_slices
 from distillkit.methods.base import Method, MethodContext, MethodSettings
 from distillkit.runtime import Runtime
@@ -84,6 +86,18 @@ def chunked_class_means(
     return sums / counts[:, None], augmented, torch.cat(maps) if maps else None
 
 
+def check_rows_independent(networks: Any, method: str) -> None:
+    """A class-sharded run feeds each network only a rank's rows: with BatchNorm the batch
+    statistics, and so every feature, would depend on which rows a rank holds."""
+    net = networks(torch.Generator().manual_seed(0))  # a throwaway: no run stream is drawn
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        raise ConfigError(
+            f"{method} over several processes needs a network without BatchNorm (each rank "
+            "sees only its classes' rows, so batch statistics would differ from one process): "
+            "use model.norm=instancenorm (the published setting) or one process"
+        )
+
+
 def _embedding(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
     return embed_and_map(net, x, False)
 
@@ -102,6 +116,9 @@ class DistributionMatching(Method):
     takes_loss_addons = True
     smoke_overrides = ("method.batch_real=16",)
     Settings = DMSettings
+    #: Every class's term needs only that class's rows (IID's CC and CM too), so a rank matches
+    #: its own classes from the draws every rank makes alike (distillkit.distributed).
+    distributed_split = "classes"
 
     @classmethod
     def pair_distance(
@@ -141,6 +158,8 @@ class DistributionMatching(Method):
             return embed_and_map(net, x, with_map)
 
         self.embed = self.runtime.compiled(embed, "the DM embedding")
+        if self.world.is_distributed:
+            check_rows_independent(ctx.networks, self.name)
 
     def network_pass(self, net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(features, map) of `x` under the runtime's precision and memory format, as fp32."""
@@ -192,10 +211,11 @@ class DistributionMatching(Method):
         """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
         their weighted sum} for one network and one DSA draw."""
         k = self.synthetic.num_classes
+        classes = self.own_classes if self.world.is_distributed else None
         real, real_labels = self.real_view(
-            *self.data.sample_per_class(self.batch_real, self.generator)
+            *self.data.sample_per_class(self.batch_real, self.generator, classes)
         )
-        syn, syn_labels = self.synthetic.batch()
+        syn, syn_labels = self.synthetic.batch(self.own_rows)
         augment = self.ctx.augment
         params = None
         if augment is not None and augment.enabled:  # one Siamese draw per class

@@ -87,6 +87,14 @@ class ImprovedDistributionMatching(Method):
         "method.net_num=2",
     )
     Settings = IDMSettings
+    #: Each class takes its own optimiser step on its own rows, so a rank matches its classes
+    #: and takes a zero-gradient step for every other class: SGD's momentum moves each row
+    #: elementwise, so its rows follow the single-process trajectory bit for bit. The queue is
+    #: trained alike on every rank (real data, the shared stream): no communication, and a
+    #: queue step costs far less than matching many classes.
+    distributed_split = "classes"
+    #: The matching network's running accuracy is every rank's, not a per-class share.
+    replicated_losses = ("net_acc",)
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -163,6 +171,16 @@ class ImprovedDistributionMatching(Method):
         )
         return terms
 
+    def skip_class(self, image_size: tuple[int, int]) -> None:
+        """What a class this rank does not own leaves behind in its loop: the class's Siamese
+        DSA draw from the shared stream, and an optimiser step with a zero gradient (SGD's
+        momentum moves every row, this rank's too)."""
+        augment = self.ctx.augment
+        if augment is not None and augment.enabled:
+            augment.sample(1, self.generator, image_size, self.synthetic.device)
+        self.synthetic.images.grad = torch.zeros_like(self.synthetic.images)
+        self.optimiser.step()
+
     def step(self, iteration: int) -> dict[str, Tensor]:
         s = self.settings
         if self.resets_accuracy_at(iteration):
@@ -172,7 +190,9 @@ class ImprovedDistributionMatching(Method):
         member = self.queue.sample()
         net, accuracy = member.net, member.accuracy
         n = self.batch_real
-        real, real_labels = self.data.sample_per_class(n, self.generator)
+        mine = self.own_classes
+        classes = mine if self.world.is_distributed else None
+        real, real_labels = self.data.sample_per_class(n, self.generator, classes)
         device = self.synthetic.device
         sums = {name: torch.zeros((), device=device) for name in ("loss", "match", "ce")}
         sums.update({r.name: torch.zeros((), device=device) for r in self.loss_addons})
@@ -180,7 +200,10 @@ class ImprovedDistributionMatching(Method):
         net.requires_grad_(False)  # only the synthetic images learn from the matching loss
         try:
             for c in range(self.synthetic.num_classes):
-                rows = slice(c * n, (c + 1) * n)
+                if c not in mine:  # another rank's class: its draws and step, no gradient
+                    self.skip_class(tuple(real.shape[-2:]))
+                    continue
+                rows = slice((c - mine.start) * n, (c - mine.start + 1) * n)
                 real_c, _ = self.real_view(real[rows], real_labels[rows])
                 terms = self.class_terms(net, c, real_c, iteration)
                 loss = terms["match"] + s.ce_weight * accuracy * terms["ce"]

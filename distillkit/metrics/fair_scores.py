@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from distillkit.data.real import setting_facts
+from distillkit.distributed import World
 from distillkit.errors import ConfigError, InputError
 from distillkit.evaluation.protocol import EvalSettings, evaluate_set
 from distillkit.metrics.scores import ACCURACY_KEYS, scores_from_accuracies
@@ -179,6 +180,7 @@ def compute_scores(
     dataset_cfg: Mapping[str, Any] | None = None,
     fallback_augment: Any = None,
     progress: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """The `scores` block of results.json for the synthetic set (images, labels).
 
@@ -186,7 +188,8 @@ def compute_scores(
     from stream `eval_stream` of `seed`; `lr`: its evaluation lr (None: `settings.lr`); `ipc`:
     images per class of the random subset; `dataset_cfg`: the run's `dataset` block (names the
     full-data cache file); `fallback_augment`: the "with augmentation" side when the protocol has
-    none (the run's DSA)."""
+    none (the run's DSA); `world`: the ranks the models are spread over (rank 0 writes the
+    cache)."""
     check_setup(settings, data)
     missing = [m for m in settings.models if m not in syn_accuracy]
     if missing:
@@ -217,8 +220,9 @@ def compute_scores(
             chosen, selection = lr, None
             if which == "random" and settings.scores_lr_grid:
                 selection = choose_lr(
-                    *sets[which], data, factory, variant, variant_augment, seed, progress=progress
-                )
+                    *sets[which], data, factory, variant, variant_augment, seed,
+                    progress=progress, world=world,
+                )  # fmt: skip
                 chosen = selection["chosen"]
                 selections[_spec_name(spec)] = selection
             accuracy = evaluate_set(
@@ -231,6 +235,7 @@ def compute_scores(
                 lr=chosen,
                 progress=progress,
                 desc=f"scores: {which} ({_spec_name(spec)})",
+                world=world,
             )
             measured[(which, spec)] = {
                 "accuracy": accuracy,
@@ -251,8 +256,15 @@ def compute_scores(
         }
     full = {
         arch: full_data_accuracy(
-            factory, arch, data, settings, augment, dataset_cfg or {}, progress=progress
-        )
+            factory,
+            arch,
+            data,
+            settings,
+            augment,
+            dataset_cfg or {},
+            progress=progress,
+            world=world,
+        )  # fmt: skip
         for arch in settings.models
     }
     models = {
@@ -397,6 +409,7 @@ def choose_lr(
     seed: int,
     *,
     progress: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """The lr of `settings.scores_lr_grid` whose models score best on the VALIDATION split.
 
@@ -420,6 +433,7 @@ def choose_lr(
             lr=lr,
             progress=progress,
             desc=f"scores: lr {lr:g} on validation",
+            world=world,
         )
         tried.append(
             {"lr": lr, "validation": statistics.fmean(r["mean"] for r in accuracy.values())}
@@ -507,9 +521,11 @@ def full_data_accuracy(
     dataset_cfg: Mapping[str, Any],
     *,
     progress: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """The full-data accuracy of `arch` (percent) with where it came from: read from its cache
-    file when that exists (unless `scores_recompute`), else trained once and written there."""
+    file when that exists (unless `scores_recompute`), else trained once and written there (by
+    rank 0 of a `world` of several)."""
     key = full_data_key(factory, arch, data, settings, augment, dataset_cfg)
     path = cache_path(cache_dir(settings), key)
     if path.exists() and not settings.scores_recompute:
@@ -522,7 +538,9 @@ def full_data_accuracy(
         }
     replaced = path.exists()
     started = time.perf_counter()
-    accuracy = train_full_data(factory, arch, data, settings, augment, progress=progress)
+    accuracy = train_full_data(
+        factory, arch, data, settings, augment, progress=progress, world=world
+    )
     made = {
         "seconds": round(time.perf_counter() - started, 3),
         "device": str(data.device),
@@ -531,17 +549,18 @@ def full_data_accuracy(
     }
     from distillkit.io import save_json
 
-    save_json(
-        {
-            "what": "accuracy of one network trained on the whole real training split, for "
-            "distillkit's fair scores (distillkit/metrics/fair_scores.py)",
-            "format": CACHE_FORMAT,
-            "accuracy": accuracy,
-            "recipe": key,
-            "made": made,
-        },
-        path,
-    )
+    if (world or World.single()).is_main:
+        save_json(
+            {
+                "what": "accuracy of one network trained on the whole real training split, for "
+                "distillkit's fair scores (distillkit/metrics/fair_scores.py)",
+                "format": CACHE_FORMAT,
+                "accuracy": accuracy,
+                "recipe": key,
+                "made": made,
+            },
+            path,
+        )
     source = (
         "trained (eval.scores_recompute: the cache file was replaced)" if replaced else "trained"
     )
@@ -578,6 +597,7 @@ def train_full_data(
     augment: Any,
     *,
     progress: bool = False,
+    world: World | None = None,
 ) -> float:
     """One network of `arch` trained on the whole real training split (`full_data_recipe`),
     from its own generator; its final test accuracy in percent."""
@@ -592,6 +612,7 @@ def train_full_data(
         _stream(FULL_DATA_SEED, FULL_DATA_STREAM),
         progress=progress,
         desc=f"scores: full data ({arch})",
+        world=world,
     )
     return float(result[arch]["runs"][0])
 

@@ -1,0 +1,224 @@
+"""One distillation over two gloo processes on the CPU (`python -m distillkit` as torchrun starts
+it, one thread each), against the same run in one process: the synthetic set, the evaluation,
+the files rank 0 alone writes, a stop that one rank receives, a resume (on two processes and on
+one), a dead rank, and the methods and launches that are refused with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillkit.io import load_torch
+
+REPO = Path(__file__).resolve().parents[1]
+#: Seconds a run of a few tiny iterations may take on a busy 2-core machine (two imports of
+#: torch at once, then the run).
+RUN_S = 240
+TINY = [
+    "dataset=digits", "dataset.image_size=8", "model.width=8", "ipc=2", "eval.num_models=3",
+    "eval.epochs=2", "progress=false", "checkpoint.every=0", "device=cpu",
+    "unequalness.enabled=false", "images.flips=false",
+]  # fmt: skip
+DM = ["method=dm", "method.iterations=6", "method.batch_real=16"]
+IDM = [
+    "method=idm", "method.iterations=4", "method.batch_real=8", "method.batch_train=16",
+    "method.model_train_steps=1", "method.initial_nets=1", "method.net_num=2",
+]  # fmt: skip
+#: What every rank of one run must agree on, written by rank 0 alone.
+RUN_FILES = {"checkpoint.pt", "synthetic_set.pt", "results.json", "metrics.jsonl", "results.csv"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "TORCHELASTIC_", "SLURM_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
+    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+
+
+def start(overrides: list[str], run_dir: Path, ranks: int) -> list[subprocess.Popen]:
+    """`ranks` processes of `python -m distillkit` with torchrun's variables (one: none)."""
+    port = free_port()
+    command = [sys.executable, "-m", "distillkit", *overrides, f"hydra.run.dir={run_dir}"]
+    procs = []
+    for rank in range(ranks):
+        env = clean_env()
+        if ranks > 1:
+            env.update(
+                RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank),
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+            )  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                cwd=REPO,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+        )
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = RUN_S) -> list[tuple[int, str]]:
+    """(exit status, stderr) of each process; any still running after `timeout` is killed."""
+    deadline = time.monotonic() + timeout
+    out = []
+    for proc in procs:
+        try:
+            _, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+        out.append((proc.returncode, stderr))
+    return out
+
+
+def run(overrides: list[str], run_dir: Path, ranks: int) -> None:
+    for status, stderr in finish(start(overrides, run_dir, ranks)):
+        assert status == 0, stderr[-3000:]
+
+
+def images(run_dir: Path) -> torch.Tensor:
+    return load_torch(run_dir / "synthetic_set.pt", "set")["images"]
+
+
+def accuracies(run_dir: Path) -> dict[str, list[float]]:
+    results = json.loads((run_dir / "results.json").read_text())
+    return {a: r["runs"] for a, r in results["accuracy"].items()}
+
+
+def same_run(one: Path, two: Path, exact: bool = False) -> None:
+    """The two-process run's set is the one-process run's (allclose at 1e-5, or bit for bit),
+    its evaluation models score the same, and its logged losses agree."""
+    a, b = images(one), images(two)
+    if exact:
+        assert torch.equal(a, b), (a - b).abs().max()
+        assert accuracies(two) == accuracies(one)
+    else:
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    losses = [
+        [r["train/loss"] for r in map(eval_json, (d / "metrics.jsonl").read_text().splitlines())
+         if "train/loss" in r]
+        for d in (one, two)
+    ]  # fmt: skip
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def eval_json(line: str) -> dict:
+    return json.loads(line)
+
+
+# -- the same run over two processes -------------------------------------------------------------
+def test_dm_over_two_processes_is_the_one_process_run(tmp_path):
+    """Classes sharded over the ranks (5 each), the 3 evaluation models spread 2 + 1: the same
+    set (at this size bit for bit: every class's rows go through the network as in one
+    process), the same accuracies, and rank 0's files alone in the one run directory."""
+    run(TINY + DM, tmp_path / "one", 1)
+    run(TINY + DM, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two", exact=True)
+    assert len(accuracies(tmp_path / "two")["ConvNet"]) == 3
+    assert RUN_FILES <= {p.name for p in (tmp_path / "two").iterdir()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no stray directory
+
+
+@pytest.mark.slow
+def test_dm_with_fyi_over_two_processes_is_the_one_process_run(tmp_path):
+    overrides = TINY + DM + ["regularizer=fyi", "ipc=1"]
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_idm_with_iid_over_two_processes_is_the_one_process_run(tmp_path, tiny_pool):
+    """IDM's per-class optimiser steps, replayed with zero gradients for the other rank's
+    classes, keep every row on its one-process trajectory; the queue trains alike on both."""
+    overrides = TINY + IDM + ["regularizer=iid", f"regularizer.cc.pool={tiny_pool}"]
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two", exact=True)
+    net_acc = [
+        [r["train/net_acc"] for r in map(eval_json, (tmp_path / d / "metrics.jsonl").read_text()
+         .splitlines()) if "train/net_acc" in r]
+        for d in ("one", "two")
+    ]  # fmt: skip
+    assert net_acc[1] == net_acc[0]  # rank 0's, not the sum of both
+
+
+# -- stops, resumes and failures -----------------------------------------------------------------
+def wait_for_checkpoint(run_dir: Path, procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + RUN_S
+    while not (run_dir / "checkpoint.pt").exists():
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            pytest.fail(f"no checkpoint: {finish(procs, 5)}")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_stop_sent_to_one_rank_stops_both_and_the_run_resumes_as_uninterrupted(tmp_path):
+    """SIGTERM to rank 1 alone: both ranks checkpoint at the same iteration and exit 143; the
+    same command on two processes, then on one, ends with the uninterrupted run's set."""
+    long = TINY + ["method=dm", "method.iterations=60", "method.batch_real=16",
+                   "checkpoint.every=5", "eval.num_models=1"]  # fmt: skip
+    run(long, tmp_path / "whole", 1)
+    procs = start(long, tmp_path / "cut", 2)
+    wait_for_checkpoint(tmp_path / "cut", procs)
+    procs[1].send_signal(signal.SIGTERM)
+    results = finish(procs)
+    assert [s for s, _ in results] == [128 + signal.SIGTERM] * 2, results
+    stopped = load_torch(tmp_path / "cut" / "checkpoint.pt", "checkpoint")["iteration"]
+    assert 5 <= stopped < 60
+    for _, stderr in results:
+        assert f"at iteration {stopped}" in stderr
+    run(long, tmp_path / "cut", 2)  # resumes on two processes
+    torch.testing.assert_close(images(tmp_path / "cut"), images(tmp_path / "whole"))
+    # and a two-process checkpoint resumes on one process
+    procs = start(long, tmp_path / "cut2", 2)
+    wait_for_checkpoint(tmp_path / "cut2", procs)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    finish(procs)
+    run(long, tmp_path / "cut2", 1)
+    torch.testing.assert_close(images(tmp_path / "cut2"), images(tmp_path / "whole"))
+
+
+def test_a_killed_rank_ends_the_other_with_one_line_within_the_timeout(tmp_path):
+    long = TINY + ["method=dm", "method.iterations=100000", "method.batch_real=16",
+                   "checkpoint.every=5", "distributed.timeout_s=20"]  # fmt: skip
+    procs = start(long, tmp_path / "run", 2)
+    wait_for_checkpoint(tmp_path / "run", procs)
+    procs[1].kill()
+    killed = time.monotonic()
+    status, stderr = finish(procs[:1], timeout=120)[0]
+    finish(procs[1:], 5)
+    assert time.monotonic() - killed < 60
+    assert status == 2, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("distillkit:")]
+    assert len(lines) == 1 and "rank 0 of 2" in lines[0] and "peer" in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+def test_methods_that_run_in_one_process_and_sweeps_are_refused_with_one_line(tmp_path):
+    dc = TINY + ["method=dc", "method.iterations=1"]
+    for status, stderr in finish(start(dc, tmp_path / "dc", 2)):
+        assert status == 2 and "runs in one process only" in stderr, stderr[-2000:]
+        assert "Traceback" not in stderr
+    assert not (tmp_path / "dc" / "checkpoint.pt").exists()
+    sweep = ["-m", *TINY, *DM, "ipc=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    for status, stderr in finish(start(sweep, tmp_path / "unused", 2)):
+        assert status == 2 and "a sweep (-m) under a launch of 2 processes" in stderr, stderr
