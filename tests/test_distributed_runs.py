@@ -160,6 +160,37 @@ def test_idm_with_iid_over_two_processes_is_the_one_process_run(tmp_path, tiny_p
     assert net_acc[1] == net_acc[0]  # rank 0's, not the sum of both
 
 
+GRADIENT_MATCHING = [
+    "method.iterations=2", "method.outer_loop=2", "method.inner_loop=2", "method.batch_real=16",
+    "method.batch_train=8",
+]  # fmt: skip
+
+
+def test_dc_over_two_processes_is_the_one_process_run(tmp_path):
+    """Each rank matches its 5 classes; the whole set is gathered before every inner loop, so
+    both ranks train the same network; the result is the one-process run's."""
+    overrides = TINY + ["method=dc", *GRADIENT_MATCHING]
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_dsa_with_fyi_over_two_processes_is_the_one_process_run(tmp_path):
+    overrides = TINY + ["method=dsa", "regularizer=fyi", "ipc=1", *GRADIENT_MATCHING]
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_a_random_subset_over_two_processes_spreads_its_evaluation(tmp_path):
+    overrides = TINY + ["method=random", "eval.num_models=4"]
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two", exact=True)
+
+
 # -- stops, resumes and failures -----------------------------------------------------------------
 def wait_for_checkpoint(run_dir: Path, procs: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + RUN_S
@@ -214,11 +245,11 @@ def test_a_killed_rank_ends_the_other_with_one_line_within_the_timeout(tmp_path)
 
 
 def test_methods_that_run_in_one_process_and_sweeps_are_refused_with_one_line(tmp_path):
-    dc = TINY + ["method=dc", "method.iterations=1"]
-    for status, stderr in finish(start(dc, tmp_path / "dc", 2)):
+    idc = TINY + ["method=idc", "method.iterations=1"]
+    for status, stderr in finish(start(idc, tmp_path / "idc", 2)):
         assert status == 2 and "runs in one process only" in stderr, stderr[-2000:]
         assert "Traceback" not in stderr
-    assert not (tmp_path / "dc" / "checkpoint.pt").exists()
+    assert not (tmp_path / "idc" / "checkpoint.pt").exists()
     sweep = ["-m", *TINY, *DM, "ipc=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     for status, stderr in finish(start(sweep, tmp_path / "unused", 2)):
         assert status == 2 and "a sweep (-m) under a launch of 2 processes" in stderr, stderr

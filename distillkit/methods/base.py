@@ -88,7 +88,8 @@ class Method:
     smoke_buffer_overrides: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     #: How a run of several processes splits this method's work ("classes": each rank matches
-    #: its own classes' rows, `sync_shards` assembles them); None: it runs in one process only.
+    #: its own classes' rows, `sync_shards` assembles them; "replicated": every rank does the
+    #: same, as a random subset's nothing); None: it runs in one process only.
     distributed_split: ClassVar[str | None] = None
     #: Losses every rank computes whole (not a share of the classes): rank 0's are logged.
     replicated_losses: ClassVar[tuple[str, ...]] = ()
@@ -99,8 +100,14 @@ class Method:
         if self.world.is_distributed and self.distributed_split is None:
             raise ConfigError(
                 f"method {self.name!r} runs in one process only; a launch of "
-                f"{self.world.size} processes distils dm and idm (with their add-ons); README, "
-                "Many GPUs"
+                f"{self.world.size} processes distils dm, idm, dc and dsa (with their add-ons): "
+                "README, Many GPUs"
+            )
+        if self.world.size > ctx.synthetic.num_classes and self.distributed_split == "classes":
+            raise ConfigError(
+                f"{self.world.size} processes for {ctx.synthetic.num_classes} classes: "
+                f"{self.name} splits its classes over the processes, so use at most "
+                f"{ctx.synthetic.num_classes}"
             )
         self.cfg = ctx.cfg
         self.settings = self.Settings.from_config(ctx.cfg, "method")
@@ -139,9 +146,7 @@ class Method:
         if not self.world.is_distributed or self.distributed_split != "classes":
             return
         k = self.synthetic.num_classes
-        images = self.synthetic.images
-        with torch.no_grad():
-            images.copy_(assemble_classes(self.world, images.detach(), k))
+        self.sync_images()
         if self.optimiser is None:
             return
         for group in self.optimiser.param_groups:
@@ -149,6 +154,15 @@ class Method:
                 for _, value in sorted(self.optimiser.state.get(param, {}).items()):
                     if torch.is_tensor(value) and value.shape == param.shape:
                         value.copy_(assemble_classes(self.world, value, k))
+
+    def sync_images(self) -> None:
+        """Every class's synthetic rows from the rank that owns it (a class-split method whose
+        other work reads the whole set: DC's inner loop). Nothing to do in one process."""
+        if not self.world.is_distributed or self.distributed_split != "classes":
+            return
+        images = self.synthetic.images
+        with torch.no_grad():
+            images.copy_(assemble_classes(self.world, images.detach(), self.synthetic.num_classes))
 
     def real_per_class(self, wanted: int) -> int:
         """Real images drawn per class: classes with fewer than `wanted` use all of theirs

@@ -276,6 +276,10 @@ class DatasetCondensation(Method):
     name = "dc"
     smoke_overrides = ("method.batch_real=16", "method.outer_loop=2", "method.inner_loop=1")
     Settings = DCSettings
+    #: A class's distance needs only its rows, so a rank matches its own classes; the inner
+    #: loop trains on the whole set, gathered from the ranks after every matching step, so
+    #: every rank trains the same network from the same draws.
+    distributed_split = "classes"
 
     @classmethod
     def pair_distance(
@@ -368,14 +372,16 @@ class DatasetCondensation(Method):
         gradient (up to the order of float sums inside a vectorised pass).
         """
         k = self.synthetic.num_classes
-        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
-        syn, syn_labels = self.synthetic.batch()
+        mine = self.own_classes  # all of them in one process
+        classes = mine if self.world.is_distributed else None
+        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator, classes)
+        syn, syn_labels = self.synthetic.batch(self.own_rows)
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
         leaf = syn.detach().requires_grad_(True)
-        step = self.class_chunk_size(net, real, syn, k) or k
+        step = self.class_chunk_size(net, real, syn, len(mine)) or k
         total = syn.new_zeros(())
-        for first in range(0, k, step):
-            n = min(step, k - first)
+        for first in range(mine.start, mine.stop, step):
+            n = min(step, mine.stop - first)
             real_rows = _class_rows(real_labels, first, n, k)
             syn_rows = _class_rows(syn_labels, first, n, k)
             loss = class_distances(
@@ -433,6 +439,7 @@ class DatasetCondensation(Method):
             self.optimiser.step()
             losses.append(loss.detach())
             if round_ < self.outer_loop - 1:
+                self.sync_images()  # the inner loop trains on every class's rows
                 self.train_network(net, net_optimiser)
         # As the reference logs it: the mean distance per class and round.
         return {"loss": torch.stack(losses).mean() / self.synthetic.num_classes}

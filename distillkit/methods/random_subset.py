@@ -12,6 +12,8 @@ class RandomSubset(Method):
 
     name = "random"
     optimises = False
+    #: Nothing to split: every rank holds the same initialisation; evaluation is spread.
+    distributed_split = "replicated"
 
     def step(self, iteration: int) -> dict[str, Tensor]:
         return {}
