@@ -300,6 +300,17 @@ class World:
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return total.to(tensor.device)
 
+    def all_reduce_sum_differentiable(self, tensor: Tensor) -> Tensor:
+        """The sum of every rank's `tensor` inside an autograd graph: its backward sums the
+        ranks' upstream gradients (torch.distributed.nn), so a loss every rank computes alike
+        must be divided by the world size before its backward. One process: `tensor`."""
+        if not self.is_distributed:
+            return tensor
+        from torch.distributed.nn.functional import all_reduce
+
+        with self._translated("all_reduce (differentiable)"):
+            return all_reduce(tensor)
+
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
         """Rank `src`'s `obj` (picklable) on every rank."""
         if not self.is_distributed:

@@ -102,21 +102,21 @@ def accuracies(run_dir: Path) -> dict[str, list[float]]:
     return {a: r["runs"] for a, r in results["accuracy"].items()}
 
 
-def same_run(one: Path, two: Path, exact: bool = False) -> None:
-    """The two-process run's set is the one-process run's (allclose at 1e-5, or bit for bit),
-    its evaluation models score the same, and its logged losses agree."""
+def same_run(one: Path, two: Path, exact: bool = False, tolerance: float = 1e-5) -> None:
+    """The two-process run's set is the one-process run's (allclose at `tolerance`, or bit for
+    bit, when the evaluation models score the same too), and its logged losses agree."""
     a, b = images(one), images(two)
     if exact:
         assert torch.equal(a, b), (a - b).abs().max()
         assert accuracies(two) == accuracies(one)
     else:
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, a, rtol=tolerance, atol=tolerance)
     losses = [
         [r["train/loss"] for r in map(eval_json, (d / "metrics.jsonl").read_text().splitlines())
          if "train/loss" in r]
         for d in (one, two)
     ]  # fmt: skip
-    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert losses[1] == pytest.approx(losses[0], rel=tolerance)
 
 
 def eval_json(line: str) -> dict:
@@ -189,6 +189,46 @@ def test_a_random_subset_over_two_processes_spreads_its_evaluation(tmp_path):
     run(overrides, tmp_path / "one", 1)
     run(overrides, tmp_path / "two", 2)
     same_run(tmp_path / "one", tmp_path / "two", exact=True)
+
+
+@pytest.fixture(scope="module")
+def expert_buffer(tmp_path_factory) -> Path:
+    """One expert of 3 epochs for the tiny runs (distillkit-experts, as a user builds it)."""
+    directory = tmp_path_factory.mktemp("experts")
+    command = [
+        str(Path(sys.executable).parent / "distillkit-experts"), "dataset=digits",
+        "dataset.image_size=8", "model.width=8", "num_experts=1", "epochs=3",
+        "experts_per_shard=1", "device=cpu", "progress=false", f"buffer_dir={directory}/buffer",
+        f"hydra.run.dir={directory}/run",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=clean_env(), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return directory / "buffer"
+
+
+def mtt(buffer: Path, mode: str) -> list[str]:
+    return TINY + [
+        "method=mtt", f"method.buffer={buffer}", f"method.mode={mode}", "method.iterations=3",
+        "method.syn_steps=3", "method.expert_epochs=1", "method.max_start_epoch=2",
+        "method.batch_syn=10",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "mode", ["constant_memory", pytest.param("unrolled", marks=pytest.mark.slow)]
+)
+def test_mtt_over_two_processes_is_the_one_process_run(tmp_path, expert_buffer, mode):
+    """Each student step's batch of 10 rows is split 5 + 5; the step's gradient is summed over
+    the ranks (inside the graph when unrolled), then the images' and lr's gradients: the same
+    set and learned lr as one process, up to the order of float sums (two halves' sums added,
+    not one; MTT's image lr of 1000 magnifies them to ~2e-5 after 3 iterations)."""
+    run(mtt(expert_buffer, mode), tmp_path / "one", 1)
+    run(mtt(expert_buffer, mode), tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two", tolerance=1e-4)
+    lrs = [
+        json.loads((tmp_path / d / "results.json").read_text())["eval_lr"] for d in ("one", "two")
+    ]
+    assert lrs[1] == pytest.approx(lrs[0], rel=1e-4)
 
 
 # -- stops, resumes and failures -----------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from distillkit.addons import (
     AddOn,
@@ -31,6 +31,18 @@ from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.settings import Settings, ranged
 from distillkit.synthetic import SyntheticSet
+
+
+def check_rows_independent(networks: Any, method: str) -> None:
+    """A class-sharded run feeds each network only a rank's rows: with BatchNorm the batch
+    statistics, and so every feature, would depend on which rows a rank holds."""
+    net = networks(torch.Generator().manual_seed(0))  # a throwaway: no run stream is drawn
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        raise ConfigError(
+            f"{method} over several processes needs a network without BatchNorm (each rank "
+            "sees only its classes' rows, so batch statistics would differ from one process): "
+            "use model.norm=instancenorm (the published setting) or one process"
+        )
 
 
 @dataclass

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from distillkit.augment import DSA, DSAParams
 from distillkit.classwise import class_means
-from distillkit.errors import ConfigError
 from distillkit.memory import BACKWARD_FACTOR, row_slices
-from distillkit.methods.base import Method, MethodContext, MethodSettings
+from distillkit.methods.base import Method, MethodContext, MethodSettings, check_rows_independent
 from distillkit.runtime import Runtime
 from distillkit.settings import ranged
 
@@ -84,18 +82,6 @@ def chunked_class_means(
     counts = torch.bincount(labels, minlength=k).clamp_min(1).to(sums.dtype)
     augmented = torch.cat(kept) if keep else x
     return sums / counts[:, None], augmented, torch.cat(maps) if maps else None
-
-
-def check_rows_independent(networks: Any, method: str) -> None:
-    """A class-sharded run feeds each network only a rank's rows: with BatchNorm the batch
-    statistics, and so every feature, would depend on which rows a rank holds."""
-    net = networks(torch.Generator().manual_seed(0))  # a throwaway: no run stream is drawn
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        raise ConfigError(
-            f"{method} over several processes needs a network without BatchNorm (each rank "
-            "sees only its classes' rows, so batch statistics would differ from one process): "
-            "use model.norm=instancenorm (the published setting) or one process"
-        )
 
 
 def _embedding(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -30,7 +30,7 @@ from torch.func import functional_call
 from distillkit.augment.dsa import DSAParams
 from distillkit.errors import ConfigError
 from distillkit.experts import ExpertBuffer, ExpertBufferError, buffer_meta, flatten_parameters
-from distillkit.methods.base import Method, MethodContext, MethodSettings
+from distillkit.methods.base import Method, MethodContext, MethodSettings, check_rows_independent
 from distillkit.settings import ranged
 
 MODES = ("unrolled", "constant_memory")
@@ -103,6 +103,12 @@ class TrajectoryMatching(Method):
     #: Plain SGD experts (distillkit-experts with its defaults).
     expert_options = ()
     Settings = MTTSettings
+    #: Every rank runs the same student from the same draws and takes its share of each step's
+    #: batch: the step's gradient is all-reduced (inside the graph when unrolled), then the
+    #: images' and the learned lr's gradients, so every rank takes the same optimiser steps.
+    distributed_split = "batch"
+    #: The matching loss and the learned lr are the same on every rank.
+    replicated_losses = ("loss", "lr")
 
     @classmethod
     def check_resources(cls, settings: MTTSettings) -> None:
@@ -125,6 +131,8 @@ class TrajectoryMatching(Method):
         self.max_start_epoch = s.max_start_epoch
         net = ctx.networks.frozen(self.generator)
         net.train()
+        if self.world.is_distributed:
+            check_rows_independent(ctx.networks, self.name)
         self.student = FunctionalNetwork(net)
         if not s.buffer:
             raise ConfigError("method.buffer: the expert buffer directory is not set")
@@ -180,9 +188,43 @@ class TrajectoryMatching(Method):
             x = self.ctx.augment.apply(x, params)
         return x, y
 
-    def _step_gradient(self, w: Tensor, x: Tensor, y: Tensor, graph: bool) -> Tensor:
+    def _step_gradient(
+        self, w: Tensor, x: Tensor, y: Tensor, graph: bool, summed: bool = True
+    ) -> Tensor:
+        """The student's batch-mean gradient at `w` (with its graph to the images: `graph`).
+        Over several ranks, this rank's share of it unless `summed`."""
+        if self.world.is_distributed:
+            return self._shared_step_gradient(w, x, y, graph, summed)
         loss = F.cross_entropy(self.student(w, x), y)
         return torch.autograd.grad(loss, w, create_graph=graph)[0]
+
+    def _shared_step_gradient(
+        self, w: Tensor, x: Tensor, y: Tensor, graph: bool, summed: bool
+    ) -> Tensor:
+        """The batch-mean gradient from this rank's share of the batch's rows (augmented
+        whole, so every row has its single-process draw), summed over the ranks (`summed`;
+        inside the graph when it has one)."""
+        mine = self.world.shard(x.shape[0])
+        if len(mine):
+            out = self.student(w, x[mine.start : mine.stop])
+            loss = F.cross_entropy(out, y[mine.start : mine.stop], reduction="sum") / x.shape[0]
+            part = torch.autograd.grad(loss, w, create_graph=graph)[0]
+        else:
+            part = torch.zeros_like(w)
+        if not summed:
+            return part
+        if graph:
+            return self.world.all_reduce_sum_differentiable(part)
+        return self.world.all_reduce_sum(part)
+
+    def _reduce_gradients(self, lr_too: bool) -> None:
+        """Sum the images' gradients (and, with `lr_too`, the learned lr's) over the ranks."""
+        images = self.synthetic.images
+        if images.grad is None:
+            images.grad = torch.zeros_like(images)
+        images.grad.copy_(self.world.all_reduce_sum(images.grad))
+        if lr_too and self.syn_lr.grad is not None:
+            self.syn_lr.grad.copy_(self.world.all_reduce_sum(self.syn_lr.grad))
 
     # -- one iteration --------------------------------------------------------------------------
     def step(self, iteration: int) -> dict[str, Tensor]:
@@ -198,6 +240,8 @@ class TrajectoryMatching(Method):
             loss = self.unrolled(start, target)
         else:
             loss = self.constant_memory(start, target)
+        if self.world.is_distributed:  # the unrolled lr's gradient is a share too
+            self._reduce_gradients(lr_too=self.mode == "unrolled")
         self.optimiser_img.step()
         self.optimiser_lr.step()
         return {"loss": loss.detach(), "lr": self.syn_lr.detach().clone()}
@@ -209,7 +253,10 @@ class TrajectoryMatching(Method):
             x, y = self._batch(*self._draw())
             w = w - self.syn_lr * self._step_gradient(w, x, y, graph=True)
         loss = (w - target).pow(2).sum() / (start - target).pow(2).sum()
-        loss.backward(inputs=[*self.synthetic.parameters(), self.syn_lr])
+        # Over N ranks each computes L alike; the all-reduces' backward sums their upstream
+        # gradients, so each backpropagates L / N and the shares are summed after.
+        shared = loss / self.world.size if self.world.is_distributed else loss
+        shared.backward(inputs=[*self.synthetic.parameters(), self.syn_lr])
         return loss
 
     def constant_memory(self, start: Tensor, target: Tensor) -> Tensor:
@@ -234,9 +281,10 @@ class TrajectoryMatching(Method):
         w = start.clone()
         for rows, params in plan:
             x, y = self._batch(rows, params)
-            g = self._step_gradient(w.requires_grad_(True), x, y, graph=True)
+            # Over several ranks: this rank's share, backpropagated here and summed after.
+            g = self._step_gradient(w.requires_grad_(True), x, y, graph=True, summed=False)
             (g * upstream).sum().backward(inputs=images)
-            w = (w.detach() - alpha * g.detach()).detach()
+            w = (w.detach() - alpha * self.world.all_reduce_sum(g.detach())).detach()
         return loss
 
     # -- evaluation and resume ------------------------------------------------------------------
