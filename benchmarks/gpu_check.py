@@ -10,6 +10,9 @@ Stages, each in its own process, results in `benchmarks/results/gpu_check.json` 
    memory, and accuracy with 5 models x 300 epochs.
 3. `eval`: evaluation throughput, models per minute, sequential vs stacked (10 ConvNet-3 models).
 4. `mtt`: MTT's peak GPU memory, unrolled vs constant-memory (benchmarks/bench_mtt_memory.py).
+5. `distributed`: DM and DC over NCCL (benchmarks/bench_distributed.py): one rank that joins a
+   process group, so every collective of the class split runs, and N ranks where N GPUs are
+   visible; step time and per-rank peak memory.
 
 Data: a CIFAR-10 subset in the official binary layout (uint8, 1,000 training images per class
 and 500 test images per class, about 46 MB) written by `--prepare` from ../shared/data into the
@@ -187,7 +190,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--eval-models", type=int, default=10)
     parser.add_argument("--eval-epochs", type=int, default=300)
-    parser.add_argument("--stages", nargs="+", default=["cuda_tests", "dm", "eval", "mtt"])
+    parser.add_argument(
+        "--stages", nargs="+", default=["cuda_tests", "dm", "eval", "mtt", "distributed"]
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
@@ -275,6 +280,32 @@ def main() -> None:
         if code != 0:
             report["mtt"]["stderr"] = err[-2000:]
         print(f"mtt: exit {code}", flush=True)
+        save()
+    if "distributed" in args.stages:
+        # NCCL with one rank that joins a group (every collective of the split runs), then N
+        # ranks wherever more GPUs are visible; DM and DC at 10 and 100 classes.
+        import torch
+
+        gpus = torch.cuda.device_count() if args.device.startswith("cuda") else 0
+        ranks = ["1"] + ([str(gpus)] if gpus > 1 else []) if gpus else ["1", "2"]
+        device = "cuda" if gpus else "cpu"
+        sizes = ["--quick", "--classes", "10"] if args.tiny else ["--classes", "10", "100"]
+        name = f"distributed_gpu{'_tiny' if args.tiny else ''}"
+        code, out, err = run([sys.executable, str(HERE / "bench_distributed.py"), *sizes,
+                              f"--device={device}", "--ranks", *ranks, "--join-single",
+                              "--name", name], timeout=600)  # fmt: skip
+        report["distributed"] = {"exit": code, "table": out.strip().splitlines()[-12:]}
+        written = HERE / "results" / f"{name}.json"
+        if code == 0 and written.exists():
+            cells = json.loads(written.read_text())["cells"]
+            report["distributed"]["cells"] = [
+                {k: v for k, v in c.items() if k != "records"} for c in cells
+            ]
+            if args.tiny:  # a check of the script, not a measurement to keep
+                written.unlink()
+        if code != 0:
+            report["distributed"]["stderr"] = err[-2000:]
+        print(f"distributed: exit {code}", flush=True)
         save()
     print(f"results: {out_path}")
 

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     ),
     "mtt_memory": ("bench_mtt_memory.py", ["--repeats", "1", "--steps-list", "10", "20"]),
     "scale": ("bench_scale.py", ["--quick", "--name", "scale_quick"]),
+    "distributed": ("bench_distributed.py", ["--quick"]),
 }
 
 
@@ -76,6 +77,14 @@ def headline() -> list[str]:
     for name in ("scale", "scale_quick"):
         if scale := load(name):
             lines.append(f"{name}: " + "; ".join(scale_lines(scale)))
+    if dist := load("distributed"):
+        parts = [
+            f"{c['method']} {c['classes']} classes x{c['ranks']}: step {c['step_vs_one']:.2f}x, "
+            f"memory above start {c['above_start_vs_one']:.2f}x"
+            for c in dist["cells"]
+            if c["ranks"] > 1
+        ]
+        lines.append("distributed vs one process: " + "; ".join(parts))
     if prof := load("profile"):
         cats = list(prof["dm_step"]["categories_percent"].items())[:3]
         lines.append("DM step time: " + ", ".join(f"{k} {v}%" for k, v in cats))

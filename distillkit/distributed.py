@@ -183,14 +183,16 @@ class World:
         device_type: str | torch.device = "cpu",
         timeout_s: float = DEFAULT_TIMEOUT_S,
         env: Mapping[str, str] | None = None,
+        join_single: bool = False,
     ) -> World:
         """This process's world: with a launcher's variables and more than one rank, the process
         group is joined here (gloo on the CPU, NCCL on CUDA with one device per rank: the local
         rank's, modulo the visible devices); otherwise a single-process world. `device_type` may
-        be a device (`cuda:0`): its type counts, the rank picks the index."""
+        be a device (`cuda:0`): its type counts, the rank picks the index. `join_single`: a
+        launch of one rank joins a group too (a check of the backend on one device)."""
         launch = Launch.from_env(env)
         kind = torch.device(device_type).type
-        if launch.size == 1:
+        if launch.size == 1 and not (join_single and launch.source):
             return cls(launch, device_type, timeout_s)
         if kind == "cuda":
             count = torch.cuda.device_count()

@@ -179,6 +179,49 @@ def test_spreading_over_one_process_trains_every_model_in_order():
     assert spread_blocks(World.single(), lambda models: [len(models)] * 2, 2) == [2.0, 2.0]
 
 
+@pytest.mark.parametrize("cutmix_p", [0.0, 0.5])
+def test_skipping_a_model_leaves_the_generator_where_training_it_does(cutmix_p):
+    """`skip_model_draws` (what a rank runs for the models before its share) makes every draw
+    `train_network` makes (init, permutations, DSA, CutMix), so the next model starts alike."""
+    from helpers import tiny_digits, tiny_factory
+
+    from distillkit.augment import DSA
+    from distillkit.evaluation import EvalSettings
+    from distillkit.evaluation.protocol import skip_model_draws, train_network
+
+    data, factory = tiny_digits(), tiny_factory()
+    images, labels = data.sample_per_class(3, torch.Generator().manual_seed(0))
+    settings = EvalSettings(epochs=3, batch_size=8, cutmix_p=cutmix_p)
+    augment = DSA("color_crop_cutout_flip_scale_rotate")
+    trained, skipped = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    train_network(factory, images, labels, settings, augment, trained)
+    skip_model_draws(factory, images.shape[0], settings, augment, skipped, (8, 8))
+    assert torch.equal(trained.get_state(), skipped.get_state())
+
+
+def test_a_rank_gathers_only_its_classes_from_the_same_draws():
+    from helpers import tiny_digits
+
+    data = tiny_digits()
+    whole, part = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    images, labels = data.sample_per_class(4, whole)
+    mine, mine_labels = data.sample_per_class(4, part, range(3, 7))
+    assert torch.equal(mine, images[12:28]) and torch.equal(mine_labels, labels[12:28])
+    assert torch.equal(whole.get_state(), part.get_state())
+
+
+def test_the_command_counts_a_launch_without_importing_torch():
+    from distillkit.cli.distill import launched_processes
+
+    assert launched_processes({}) == 1
+    assert launched_processes({"RANK": "0", "WORLD_SIZE": "4"}) == 4
+    assert launched_processes({"SLURM_PROCID": "1", "SLURM_NTASKS": "8"}) == 8
+    # a batch script's own step has one task, whatever the allocation's task count
+    slurm_batch = {"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "1"}
+    assert launched_processes(slurm_batch) == 1
+    assert launched_processes({"SLURM_NTASKS": "8"}) == 1  # salloc's shell, no task
+
+
 def test_python_m_distillkit_is_the_command():
     """`python -m distillkit` (what torchrun and srun start) is the `distillkit` command."""
     out = subprocess.run(

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from distillkit.io import load_torch
+from distillkit.methods.random_subset import RandomSubset
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds a run of a few tiny iterations may take on a busy 2-core machine (two imports of
@@ -49,13 +50,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
 
 
-def start(overrides: list[str], run_dir: Path, ranks: int) -> list[subprocess.Popen]:
+def start(
+    overrides: list[str], run_dir: Path, ranks: int, **extra_env: str
+) -> list[subprocess.Popen]:
     """`ranks` processes of `python -m distillkit` with torchrun's variables (one: none)."""
     port = free_port()
     command = [sys.executable, "-m", "distillkit", *overrides, f"hydra.run.dir={run_dir}"]
     procs = []
     for rank in range(ranks):
-        env = clean_env()
+        env = clean_env(**extra_env)
         if ranks > 1:
             env.update(
                 RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank),
@@ -166,13 +169,14 @@ GRADIENT_MATCHING = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_dc_over_two_processes_is_the_one_process_run(tmp_path):
     """Each rank matches its 5 classes; the whole set is gathered before every inner loop, so
     both ranks train the same network; the result is the one-process run's."""
     overrides = TINY + ["method=dc", *GRADIENT_MATCHING]
     run(overrides, tmp_path / "one", 1)
     run(overrides, tmp_path / "two", 2)
-    same_run(tmp_path / "one", tmp_path / "two")
+    same_run(tmp_path / "one", tmp_path / "two", exact=True)
 
 
 @pytest.mark.slow
@@ -214,9 +218,8 @@ def mtt(buffer: Path, mode: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "mode", ["constant_memory", pytest.param("unrolled", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["constant_memory", "unrolled"])
 def test_mtt_over_two_processes_is_the_one_process_run(tmp_path, expert_buffer, mode):
     """Each student step's batch of 10 rows is split 5 + 5; the step's gradient is summed over
     the ranks (inside the graph when unrolled), then the images' and lr's gradients: the same
@@ -229,6 +232,20 @@ def test_mtt_over_two_processes_is_the_one_process_run(tmp_path, expert_buffer, 
         json.loads((tmp_path / d / "results.json").read_text())["eval_lr"] for d in ("one", "two")
     ]
     assert lrs[1] == pytest.approx(lrs[0], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("class_steps", ["sequential", "round_start"])
+def test_idc_over_two_processes_is_the_one_process_run(tmp_path, class_steps):
+    """IDC's classes split; the other rank's classes' draws and zero-gradient steps keep every
+    row on its one-process trajectory (its network trains on real data only)."""
+    overrides = TINY + [
+        "method=idc", "method.iterations=2", "method.batch_real=16", "method.inner_loop=2",
+        "method.n_data=32", f"method.class_steps={class_steps}", "method.batch_syn_max=3",
+    ]  # fmt: skip
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two", exact=True)
 
 
 # -- stops, resumes and failures -----------------------------------------------------------------
@@ -284,12 +301,19 @@ def test_a_killed_rank_ends_the_other_with_one_line_within_the_timeout(tmp_path)
     assert "Traceback" not in stderr
 
 
+class OneProcessRandom(RandomSubset):
+    """A user's method that says nothing of how to split it."""
+
+    distributed_split = None
+
+
 def test_methods_that_run_in_one_process_and_sweeps_are_refused_with_one_line(tmp_path):
-    idc = TINY + ["method=idc", "method.iterations=1"]
-    for status, stderr in finish(start(idc, tmp_path / "idc", 2)):
+    mine = TINY + ["method=random", "method._target_=test_distributed_runs.OneProcessRandom"]
+    tests = str(Path(__file__).resolve().parent)
+    for status, stderr in finish(start(mine, tmp_path / "mine", 2, PYTHONPATH=tests)):
         assert status == 2 and "runs in one process only" in stderr, stderr[-2000:]
         assert "Traceback" not in stderr
-    assert not (tmp_path / "idc" / "checkpoint.pt").exists()
+    assert not (tmp_path / "mine" / "checkpoint.pt").exists()
     sweep = ["-m", *TINY, *DM, "ipc=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     for status, stderr in finish(start(sweep, tmp_path / "unused", 2)):
         assert status == 2 and "a sweep (-m) under a launch of 2 processes" in stderr, stderr

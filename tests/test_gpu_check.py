@@ -43,6 +43,11 @@ def test_tiny_gpu_check_runs_on_the_cpu(shared_data, tmp_path):
         assert 0 <= run["accuracy"]["mean"] <= 100 and run["s_per_iteration"] > 0
     assert report["eval"]["stacked"]["models_per_minute"] > 0
     assert report["mtt"]["exit"] == 0 and report["mtt"]["rows"]
+    assert report["distributed"]["exit"] == 0, report["distributed"]
+    cells = report["distributed"]["cells"]
+    assert {(c["method"], c["ranks"]) for c in cells} == {
+        (m, n) for m in ("dm", "dc") for n in (1, 2)
+    }
 
 
 def test_an_unprepared_subset_stops_in_one_line_naming_the_prepare_command(tmp_path):

@@ -15,7 +15,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distillkit.cli._common import hydra_command
-from distillkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from distillkit.distributed import World
@@ -54,15 +53,12 @@ def objective(results: dict) -> float | None:
 
 
 def open_world(cfg: DictConfig) -> World:
-    """The ranks of this job: a launcher's (torchrun, srun) when it started several processes,
-    else one process with no process group. A sweep (-m) runs its jobs one after another in
-    each process, so it cannot also be one job over several: refused."""
-    from distillkit.distributed import Launch, World
+    """The ranks of this job: a launcher's (torchrun, srun, submitit's tasks) when it started
+    several processes, else one process with no process group. (A sweep under torchrun is
+    refused in `main`; submitit's tasks each run one job of a sweep, which is a launch.)"""
+    from distillkit.distributed import World
     from distillkit.runtime import resolve_device
 
-    launch = Launch.from_env()
-    if launch.size > 1 and _is_multirun():
-        raise ConfigError(MULTIRUN_UNDER_LAUNCH.format(launch.size))
     device = resolve_device(str(cfg.get("device", "auto")))
     timeout_s = float(OmegaConf.select(cfg, "distributed.timeout_s", default=1800))
     return World.from_environment(device.type, timeout_s=timeout_s)

@@ -112,7 +112,7 @@ class Method:
         if self.world.is_distributed and self.distributed_split is None:
             raise ConfigError(
                 f"method {self.name!r} runs in one process only; a launch of "
-                f"{self.world.size} processes distils dm, idm, dc and dsa (with their add-ons): "
+                f"{self.world.size} processes distils dm, idm, dc, dsa, idc, mtt and ftd: "
                 "README, Many GPUs"
             )
         if self.world.size > ctx.synthetic.num_classes and self.distributed_split == "classes":

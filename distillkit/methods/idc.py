@@ -121,6 +121,11 @@ class EfficientCondensation(Method):
     name = "idc"
     smoke_overrides = ("method.batch_real=16", "method.inner_loop=2", "method.n_data=32")
     Settings = IDCSettings
+    #: A class's distance needs only its rows and the network, which trains on real data: a
+    #: rank matches its own classes, makes every other class's draws and takes its image step
+    #: with a zero gradient (the shared momentum moves every row), so each row follows its
+    #: one-process trajectory.
+    distributed_split = "classes"
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -166,12 +171,16 @@ class EfficientCondensation(Method):
         syn_labels: Tensor,
         k: int,
         first_class: int = 0,
+        draws: int | None = None,
     ) -> Tensor:
-        """Per-class distances (k,) after one Siamese draw per class."""
+        """Per-class distances (k,) of classes first_class.. after one Siamese draw per class
+        (`draws`: that many drawn for classes 0.., of which these use theirs: a rank's share
+        of a round that draws for every class)."""
         s = self.settings
         if self.match_augment is not None:
+            offset = first_class if draws is None else 0
             real, syn = self.siamese_augment(
-                real, real_labels - first_class, syn, syn_labels - first_class, k,
+                real, real_labels - offset, syn, syn_labels - offset, draws or k,
                 self.match_augment,
             )  # fmt: skip
         with torch.no_grad():
@@ -187,10 +196,27 @@ class EfficientCondensation(Method):
     def matching_losses(self, net: nn.Module) -> Tensor:
         """Per-class distances (K,) for one network at the current images (`round_start`)."""
         k = self.synthetic.num_classes
+        if self.world.is_distributed:
+            return self.own_matching_losses(net)
         real, real_labels = self.data.sample_per_class(self.batch_real, self.generator)
         real, real_labels = self.real_view(real, real_labels)
         syn, syn_labels = self.synthetic.batch(None, self.decoded_subsample(k))
         return self._distances(net, real, real_labels, syn, syn_labels, k)
+
+    def own_matching_losses(self, net: nn.Module) -> Tensor:
+        """`matching_losses` of this rank's classes, from the draws made for every class."""
+        k, mine = self.synthetic.num_classes, self.own_classes
+        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator, mine)
+        real, real_labels = self.real_view(real, real_labels)
+        decoded = self.decoded_subsample(k)
+        per_class = self.synthetic.images_per_class
+        if decoded is not None:  # this rank's decoded rows, counted from its first class
+            own = (decoded >= mine.start * per_class) & (decoded < mine.stop * per_class)
+            decoded = decoded[own] - mine.start * per_class
+        syn, syn_labels = self.synthetic.batch(self.own_rows, decoded)
+        return self._distances(
+            net, real, real_labels, syn, syn_labels, len(mine), first_class=mine.start, draws=k
+        )
 
     def class_loss(self, net: nn.Module, c: int) -> Tensor:
         """Class c's distance (1,) at the current images: its own real batch, decoded images
@@ -215,11 +241,25 @@ class EfficientCondensation(Method):
         """The reference's round: per class in order, its distance at the images the earlier
         classes' steps (and the shared momentum) left, then one image step. Returns (K,)."""
         losses = []
+        mine = self.own_classes
         for c in range(self.synthetic.num_classes):
+            if c not in mine:  # another rank's class: its draws, and a zero-gradient step
+                self.skip_class(c)
+                continue
             loss = self.class_loss(net, c)
             self._step_images(torch.autograd.grad(loss.sum(), self.synthetic.images)[0])
             losses.append(loss.detach())
         return torch.cat(losses)
+
+    def skip_class(self, c: int) -> None:
+        """The draws `class_loss(net, c)` makes (its real batch, decoded subsample, Siamese
+        DSA), then the image step with a zero gradient, without the network work."""
+        real = self.data.sample_class(c, self.batch_real, self.generator)
+        self.decoded_subsample()
+        if self.match_augment is not None:
+            size = tuple(real.shape[-2:])
+            self.match_augment.sample(1, self.generator, size, real.device)
+        self._step_images(torch.zeros_like(self.synthetic.images))
 
     def image_steps(self, losses: Tensor) -> None:
         """`round_start`: one SGD step per class, in class order, on the shared momentum buffer,
