@@ -346,6 +346,31 @@ def test_render_ours_beside_paper_with_missing_and_failed_cells(tmp_path):
     assert len(csv_text.splitlines()) == 1 + 4
 
 
+def test_render_shows_lrs_and_ars_when_the_runs_computed_scores(tmp_path):
+    _tiny_table(tmp_path / "tables", TINY_TABLE)
+    spec = load_table("tiny", tmp_path / "tables")
+    plan = make_plan(spec, "paper", tmp_path / "results")
+    for seed, (lrs, ars) in enumerate([(0.30, 0.40), (0.20, 0.30)]):
+        directory = plan.root / f"dm/cifar10_ipc1/seed{seed}"
+        _write_result(directory, [27.0, 29.0])
+        record = json.loads((directory / "results.json").read_text())
+        record["scores"] = {"models": {"ConvNet": {"lrs": lrs, "ars": ars}}}
+        (directory / "results.json").write_text(json.dumps(record))
+    cells = collect(plan)
+    assert cells[("dm", "cifar10", 1, None)].lrs == [0.30, 0.20]
+    md = to_markdown(spec, cells, "paper")
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header.count("| LRS | ARS") == 2  # beside each IPC
+    dm = next(line for line in md.splitlines() if line.startswith("| DM |"))
+    assert dm.endswith("| +2.0 | 0.250 | 0.350 | missing | 48.9 ± 0.6 | – | – | – |")
+    first = table_rows(spec, cells, "paper")[0]
+    assert (first["lrs"], first["ars"]) == (0.25, 0.35)
+    assert "lrs,ars" in to_csv([first]).splitlines()[0]
+    # without scores the table is as it was
+    plain = to_markdown(spec, collect(make_plan(spec, "paper", tmp_path / "none")), "paper")
+    assert "LRS" not in plain
+
+
 def test_smoke_plan_substitutes_digits_and_says_so(tmp_path):
     spec = load_table("fyi", TABLES)
     plan = make_plan(spec, "smoke", tmp_path)

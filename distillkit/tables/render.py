@@ -58,6 +58,14 @@ CSV_COLUMNS = (
     "delta",
     "best_mean",
     "best_std",
+    "lrs",
+    "ars",
+)
+#: The fair-score columns (DD-Ranking's, fractions: README, Fair scores), shown when some cell's
+#: runs computed them (`eval.scores=true`).
+SCORES_NOTE = (
+    "`LRS` / `ARS`: DD-Ranking's label- and augmentation-robust scores of the cell's "
+    "distillations (mean over them; fractions in the exponent, README: Fair scores)."
 )
 
 
@@ -71,6 +79,13 @@ class CellResult:
     errors: list[str] = field(default_factory=list)
     #: Per distillation: the best evaluation point's (mean, std) (results.json `best`).
     best: list[tuple[float, float]] = field(default_factory=list)
+    #: Per distillation that computed them: its LRS and ARS (results.json `scores`).
+    lrs: list[float] = field(default_factory=list)
+    ars: list[float] = field(default_factory=list)
+
+    def score_text(self, name: str) -> str:
+        values = getattr(self, name)
+        return f"{statistics.fmean(values):.3f}" if values else NOT_PUBLISHED
 
     @property
     def best_text(self) -> str:
@@ -163,6 +178,10 @@ def collect(plan: Plan) -> dict[CellKey, CellResult]:
                 best = record.get("best") or {}
                 if model in (None, best.get("model")) and best.get("mean") is not None:
                     cell.best.append((float(best["mean"]), float(best.get("std") or 0.0)))
+                scores = ((record.get("scores") or {}).get("models") or {}).get(arch) or {}
+                for name in ("lrs", "ars"):
+                    if scores.get(name) is not None:
+                        getattr(cell, name).append(float(scores[name]))
             elif failed.is_file():
                 cell.errors.append(str(json.loads(failed.read_text()).get("error", "error")))
     return cells
@@ -198,6 +217,7 @@ def table_rows(
                     "paper_std": paper.std if paper else None,
                     "delta": None if mean is None or paper is None else round(mean - paper.mean, 4),
                     **_best_columns(cell if row.report_best else None),
+                    **{k: _mean(getattr(cell, k)) for k in ("lrs", "ars")},
                 }
             )
     return out
@@ -210,6 +230,10 @@ def _best_columns(cell: CellResult | None) -> dict[str, float | None]:
         "best_mean": round(statistics.fmean(b[0] for b in cell.best), 4),
         "best_std": round(statistics.fmean(b[1] for b in cell.best), 4),
     }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -255,6 +279,9 @@ def to_markdown(
     with_best = any(r.report_best for r in spec.rows)
     if with_best:
         lines.append(f"- {BEST_NOTE}")
+    with_scores = any(c.lrs or c.ars for c in cells.values())
+    if with_scores:
+        lines.append(f"- {SCORES_NOTE}")
     for dataset in spec.datasets:
         cols = [(d, i, m) for d, i, m in columns(spec) if d == dataset]
         lines += ["", f"## {dataset_label(dataset)}", ""]
@@ -262,6 +289,7 @@ def to_markdown(
         for _, ipc, model in cols:
             name = f"IPC {ipc}" + (f" {model}" if model else "")
             header += [name, *((f"{name} {BEST_LABEL}",) if with_best else ()), "paper", "Δ"]
+            header += ["LRS", "ARS"] if with_scores else []
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---" + "|---:" * (len(header) - 1) + "|")
         for row in spec.rows:
@@ -275,6 +303,8 @@ def to_markdown(
                     out.append(cell.best_text if row.report_best else NOT_PUBLISHED)
                 out.append(str(paper) if paper else NOT_PUBLISHED)
                 out.append(format_delta(ours, paper))
+                if with_scores:
+                    out += [cell.score_text("lrs"), cell.score_text("ars")]
             lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines) + "\n"
 
