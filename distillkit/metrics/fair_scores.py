@@ -528,8 +528,14 @@ def full_data_accuracy(
     rank 0 of a `world` of several)."""
     key = full_data_key(factory, arch, data, settings, augment, dataset_cfg)
     path = cache_path(cache_dir(settings), key)
-    if path.exists() and not settings.scores_recompute:
+    world = world or World.single()
+    stored = None
+    if world.is_main and path.exists() and not settings.scores_recompute:
         stored = read_cache(path, key)
+    # Rank 0's file decides for every rank (another node may not see it yet), so all of them
+    # train the model together or none does.
+    stored = world.broadcast_object(stored)
+    if stored is not None:
         return {
             "accuracy": float(stored["accuracy"]),
             "source": "cache",
@@ -549,7 +555,7 @@ def full_data_accuracy(
     }
     from distillkit.io import save_json
 
-    if (world or World.single()).is_main:
+    if world.is_main:
         save_json(
             {
                 "what": "accuracy of one network trained on the whole real training split, for "
