@@ -248,6 +248,22 @@ def test_idc_over_two_processes_is_the_one_process_run(tmp_path, class_steps):
     same_run(tmp_path / "one", tmp_path / "two", exact=True)
 
 
+@pytest.mark.slow
+def test_fair_scores_over_two_processes_are_the_one_process_scores(tmp_path):
+    """The random subset, no-augmentation and full-data models spread over the ranks as the
+    run's evaluation does; rank 0 writes the full-data cache file."""
+    scores = TINY + DM + ["eval.scores=true", "eval.scores_full_epochs=1"]
+    for name, ranks in (("one", 1), ("two", 2)):
+        run([*scores, f"eval.scores_cache={tmp_path / name}_cache"], tmp_path / name, ranks)
+        assert len(list((tmp_path / f"{name}_cache").glob("*.json"))) == 1
+    got = [
+        json.loads((tmp_path / d / "results.json").read_text())["scores"]["models"]["ConvNet"]
+        for d in ("one", "two")
+    ]
+    assert got[1]["accuracies"] == got[0]["accuracies"]
+    assert (got[1]["lrs"], got[1]["ars"]) == (got[0]["lrs"], got[0]["ars"])
+
+
 # -- stops, resumes and failures -----------------------------------------------------------------
 def wait_for_checkpoint(run_dir: Path, procs: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + RUN_S

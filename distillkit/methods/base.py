@@ -167,6 +167,13 @@ class Method:
                     if torch.is_tensor(value) and value.shape == param.shape:
                         value.copy_(assemble_classes(self.world, value, k))
 
+    def sample_own_classes(self, n: int) -> tuple[Tensor, Tensor]:
+        """`n` real images of every class from the method's stream (`sample_per_class`); over
+        several ranks only this rank's classes are gathered, from the same draws."""
+        if not self.world.is_distributed:
+            return self.data.sample_per_class(n, self.generator)
+        return self.data.sample_per_class(n, self.generator, self.own_classes)
+
     def sync_images(self) -> None:
         """Every class's synthetic rows from the rank that owns it (a class-split method whose
         other work reads the whole set: DC's inner loop). Nothing to do in one process."""

@@ -197,10 +197,7 @@ class DistributionMatching(Method):
         """{"match": the DM term, plus each loss add-on's unweighted term and "regularizers":
         their weighted sum} for one network and one DSA draw."""
         k = self.synthetic.num_classes
-        classes = self.own_classes if self.world.is_distributed else None
-        real, real_labels = self.real_view(
-            *self.data.sample_per_class(self.batch_real, self.generator, classes)
-        )
+        real, real_labels = self.real_view(*self.sample_own_classes(self.batch_real))
         syn, syn_labels = self.synthetic.batch(self.own_rows)
         augment = self.ctx.augment
         params = None

@@ -373,8 +373,7 @@ class DatasetCondensation(Method):
         """
         k = self.synthetic.num_classes
         mine = self.own_classes  # all of them in one process
-        classes = mine if self.world.is_distributed else None
-        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator, classes)
+        real, real_labels = self.sample_own_classes(self.batch_real)
         syn, syn_labels = self.synthetic.batch(self.own_rows)
         real, syn = self.siamese_augment(real, real_labels, syn, syn_labels, k)
         leaf = syn.detach().requires_grad_(True)

@@ -206,7 +206,7 @@ class EfficientCondensation(Method):
     def own_matching_losses(self, net: nn.Module) -> Tensor:
         """`matching_losses` of this rank's classes, from the draws made for every class."""
         k, mine = self.synthetic.num_classes, self.own_classes
-        real, real_labels = self.data.sample_per_class(self.batch_real, self.generator, mine)
+        real, real_labels = self.sample_own_classes(self.batch_real)
         real, real_labels = self.real_view(real, real_labels)
         decoded = self.decoded_subsample(k)
         per_class = self.synthetic.images_per_class

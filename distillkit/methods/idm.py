@@ -191,8 +191,7 @@ class ImprovedDistributionMatching(Method):
         net, accuracy = member.net, member.accuracy
         n = self.batch_real
         mine = self.own_classes
-        classes = mine if self.world.is_distributed else None
-        real, real_labels = self.data.sample_per_class(n, self.generator, classes)
+        real, real_labels = self.sample_own_classes(n)
         device = self.synthetic.device
         sums = {name: torch.zeros((), device=device) for name in ("loss", "match", "ce")}
         sums.update({r.name: torch.zeros((), device=device) for r in self.loss_addons})
