@@ -5,6 +5,10 @@ poison or signal a run. Fixtures live in conftest.py."""
 from __future__ import annotations
 
 import functools
+import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +256,33 @@ def evaluate_quietly(images, labels, data, factory, settings, augment, seed: int
 
     generator = torch.Generator().manual_seed(seed)
     return evaluate_set(images, labels, data, factory, settings, augment, generator, progress=False)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a test's process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher_free_env(**extra: str) -> dict[str, str]:
+    """This environment without any launcher's variables (torchrun's, SLURM's), one thread per
+    process, plus `extra`: what a test's child processes start from."""
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "TORCHELASTIC_", "SLURM_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
+    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+
+
+def finish_processes(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of each process; any still running after `timeout` (for
+    them all) is killed."""
+    deadline = time.monotonic() + timeout
+    done = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        done.append((proc.returncode, stdout, stderr))
+    return done

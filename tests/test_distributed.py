@@ -6,9 +6,7 @@ processes on the CPU (`python tests/test_distributed.py <scenario> <dir>`, one t
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import finish_processes, free_port, launcher_free_env
 
 from distillkit.distributed import (
     DistributedError,
@@ -233,16 +232,8 @@ def test_python_m_distillkit_is_the_command():
 
 
 # -- two gloo processes ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def child_env(**extra: str) -> dict[str, str]:
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop + ("SLURM_",))}
-    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+    return launcher_free_env(**extra)
 
 
 def torchrun_env(rank: int, port: int) -> dict[str, str]:
@@ -281,17 +272,7 @@ def launch(scenario: str, out: Path, make_env) -> list[subprocess.Popen]:
 
 
 def finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str, str]]:
-    """(exit status, stdout, stderr) of each process; any still running is killed."""
-    deadline = time.monotonic() + timeout
-    done = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
-        done.append((proc.returncode, stdout, stderr))
-    return done
+    return finish_processes(procs, timeout)
 
 
 def wait_for(paths: list[Path], procs: list[subprocess.Popen]) -> None:

@@ -6,9 +6,7 @@ one), a dead rank, and the methods and launches that are refused with one line."
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import finish_processes, free_port, launcher_free_env
 
 from distillkit.io import load_torch
 from distillkit.methods.random_subset import RandomSubset
@@ -38,18 +37,6 @@ IDM = [
 RUN_FILES = {"checkpoint.pt", "synthetic_set.pt", "results.json", "metrics.jsonl", "results.csv"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "TORCHELASTIC_", "SLURM_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
-    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
-
-
 def start(
     overrides: list[str], run_dir: Path, ranks: int, **extra_env: str
 ) -> list[subprocess.Popen]:
@@ -58,7 +45,7 @@ def start(
     command = [sys.executable, "-m", "distillkit", *overrides, f"hydra.run.dir={run_dir}"]
     procs = []
     for rank in range(ranks):
-        env = clean_env(**extra_env)
+        env = launcher_free_env(**extra_env)
         if ranks > 1:
             env.update(
                 RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank),
@@ -79,16 +66,7 @@ def start(
 
 def finish(procs: list[subprocess.Popen], timeout: float = RUN_S) -> list[tuple[int, str]]:
     """(exit status, stderr) of each process; any still running after `timeout` is killed."""
-    deadline = time.monotonic() + timeout
-    out = []
-    for proc in procs:
-        try:
-            _, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-        out.append((proc.returncode, stderr))
-    return out
+    return [(status, stderr) for status, _, stderr in finish_processes(procs, timeout)]
 
 
 def run(overrides: list[str], run_dir: Path, ranks: int) -> None:
@@ -205,7 +183,9 @@ def expert_buffer(tmp_path_factory) -> Path:
         "experts_per_shard=1", "device=cpu", "progress=false", f"buffer_dir={directory}/buffer",
         f"hydra.run.dir={directory}/run",
     ]  # fmt: skip
-    done = subprocess.run(command, env=clean_env(), cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        command, env=launcher_free_env(), cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return directory / "buffer"
 
