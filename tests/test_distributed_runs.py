@@ -173,21 +173,24 @@ def test_a_random_subset_over_two_processes_spreads_its_evaluation(tmp_path):
     same_run(tmp_path / "one", tmp_path / "two", exact=True)
 
 
-@pytest.fixture(scope="module")
-def expert_buffer(tmp_path_factory) -> Path:
+def build_experts(directory: Path, *options: str) -> Path:
     """One expert of 3 epochs for the tiny runs (distillkit-experts, as a user builds it)."""
-    directory = tmp_path_factory.mktemp("experts")
     command = [
         str(Path(sys.executable).parent / "distillkit-experts"), "dataset=digits",
         "dataset.image_size=8", "model.width=8", "num_experts=1", "epochs=3",
         "experts_per_shard=1", "device=cpu", "progress=false", f"buffer_dir={directory}/buffer",
-        f"hydra.run.dir={directory}/run",
+        f"hydra.run.dir={directory}/run", *options,
     ]  # fmt: skip
     done = subprocess.run(
         command, env=launcher_free_env(), cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return directory / "buffer"
+
+
+@pytest.fixture(scope="module")
+def expert_buffer(tmp_path_factory) -> Path:
+    return build_experts(tmp_path_factory.mktemp("experts"))
 
 
 def mtt(buffer: Path, mode: str) -> list[str]:
@@ -242,6 +245,18 @@ def test_fair_scores_over_two_processes_are_the_one_process_scores(tmp_path):
     ]
     assert got[1]["accuracies"] == got[0]["accuracies"]
     assert (got[1]["lrs"], got[1]["ars"]) == (got[0]["lrs"], got[0]["ars"])
+
+
+@pytest.mark.slow
+def test_ftd_over_two_processes_is_the_one_process_run(tmp_path):
+    """FTD is MTT's split with GSAM experts; its moving average follows identical images."""
+    buffer = build_experts(tmp_path / "gsam", "optimizer=gsam")
+    overrides = mtt(buffer, "unrolled")
+    overrides[overrides.index("method=mtt")] = "method=ftd"
+    overrides += ["method.ema_decay=0.5", "method.gsam_alpha=null"]
+    run(overrides, tmp_path / "one", 1)
+    run(overrides, tmp_path / "two", 2)
+    same_run(tmp_path / "one", tmp_path / "two", tolerance=1e-4)
 
 
 # -- stops, resumes and failures -----------------------------------------------------------------
