@@ -1,4 +1,4 @@
-"""FYI's gradient-matching step against the reference's per-class loop, on one batch.
+"""FYI's matching steps (DC, DSA, DM) against the reference's per-class loops, on one batch.
 
 The FYI reference (cvlab-yonsei/FYI DC_DSA_DM/main.py ~210-236 with utils.py BatchAug ~327-332)
 matches, class by class, the real gradient with the gradient of CE on the class's synthetic images
