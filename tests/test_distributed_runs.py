@@ -259,6 +259,35 @@ def test_ftd_over_two_processes_is_the_one_process_run(tmp_path):
     same_run(tmp_path / "one", tmp_path / "two", tolerance=1e-4)
 
 
+@pytest.mark.slow
+def test_distillkit_eval_over_two_processes_gives_the_one_process_accuracies(tmp_path):
+    """`torchrun -m distillkit.cli.evaluate SET`: the saved set's models spread 3 + 2."""
+    run(TINY + DM, tmp_path / "run", 1)
+    outputs = []
+    for ranks in (1, 2):
+        out = tmp_path / f"eval{ranks}.json"
+        saved = str(tmp_path / "run" / "synthetic_set.pt")
+        command = [
+            sys.executable, "-m", "distillkit.cli.evaluate", saved, "--num-models", "5",
+            "--epochs", "2", "--device", "cpu", "--output", str(out),
+        ]  # fmt: skip
+        port = free_port()
+        procs = [
+            subprocess.Popen(
+                command, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=launcher_free_env(**({} if ranks == 1 else {
+                    "RANK": str(r), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(r),
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})),
+            )
+            for r in range(ranks)
+        ]  # fmt: skip
+        done = finish_processes(procs, RUN_S)
+        assert [d[0] for d in done] == [0] * ranks, done
+        assert "ConvNet:" in done[0][1] and all(not d[1] for d in done[1:])  # rank 0 prints
+        outputs.append(json.loads(out.read_text())["accuracy"]["ConvNet"]["runs"])
+    assert len(outputs[0]) == 5 and outputs[1] == outputs[0]
+
+
 # -- stops, resumes and failures -----------------------------------------------------------------
 def wait_for_checkpoint(run_dir: Path, procs: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + RUN_S

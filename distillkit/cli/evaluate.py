@@ -1,5 +1,7 @@
 """`distillkit-eval path/to/synthetic_set.pt` (or `wandb:<entity>/<project>/<artifact>:<alias>`):
-re-evaluate a saved synthetic set."""
+re-evaluate a saved synthetic set. Under a launcher (`torchrun --nproc_per_node=N -m
+distillkit.cli.evaluate SET`, srun) the evaluation models are spread over the processes, with
+the accuracies a single process gives; rank 0 alone prints and writes."""
 
 from __future__ import annotations
 
@@ -69,18 +71,32 @@ def evaluate_saved(args: argparse.Namespace) -> dict[str, Any]:
 @exit_on_user_errors
 def evaluate_and_score(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The saved set's accuracies and, with `--scores`, its fair scores (else None)."""
+    from distillkit.distributed import World
+    from distillkit.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    world = World.from_environment(device.type)
+    try:
+        return _evaluate_and_score(args, world, device)
+    finally:
+        world.close()
+
+
+def _evaluate_and_score(
+    args: argparse.Namespace, world: Any, device: Any
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from distillkit.assembly import assemble_run, load_saved_set
     from distillkit.augment import DSA
     from distillkit.config import checked_config
     from distillkit.evaluation import evaluate_set
     from distillkit.io import save_json
     from distillkit.metrics import fair_scores
-    from distillkit.runtime import resolve_device
 
     run, path = None, Path(args.path)
-    if args.path.startswith(ARTIFACT_PREFIX):
+    if args.path.startswith(ARTIFACT_PREFIX) and world.is_main:  # one download, shared below
         run, path = use_artifact(args.path.removeprefix(ARTIFACT_PREFIX))
-    saved = load_saved_set(path, resolve_device(args.device), args.data_root)
+    path = Path(world.broadcast_object(str(path)))
+    saved = load_saved_set(path, device, args.data_root)
     cfg = evaluation_config(saved.cfg, args)
     parts = assemble_run(checked_config(cfg, resources=False), saved.data, distil=False)
     images, labels = saved.synthetic.training_set()
@@ -93,6 +109,8 @@ def evaluate_and_score(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
         parts.eval_augment,
         parts.bench.generators["eval/saved"],
         lr=saved.saved.get("lr"),
+        progress=world.is_main,
+        world=world,
     )
     scores = None
     if parts.eval_settings.scores:
@@ -110,7 +128,10 @@ def evaluate_and_score(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
             lr=saved.saved.get("lr"),
             dataset_cfg=cfg["dataset"],
             fallback_augment=DSA.from_config(cfg["dsa"]),
+            world=world,
         )
+    if not world.is_main:
+        return results, scores
     if run is not None:  # the eval run records the accuracy beside the artifact it used
         run.summary.update(
             {f"eval/{a}/{k}": r[k] for a, r in results.items() for k in ("mean", "std")}
@@ -183,7 +204,11 @@ def use_artifact(name: str) -> tuple[Any, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from distillkit.distributed import Launch
+
     results, scores = evaluate_and_score(parser().parse_args(argv))
+    if Launch.from_env().rank != 0:
+        return  # rank 0 prints
     for arch, r in results.items():
         print(f"{arch}: {r['mean']:.2f} ± {r['std']:.2f}% over {r['n']} models")
     for arch, m in (scores or {}).get("models", {}).items():
@@ -194,3 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"HLR {m['hlr']:.4f}, IOR {m['ior']:.4f}; full data {full['accuracy']:.2f}% "
             f"({full['source']}: {full['path']})"
         )
+
+
+if __name__ == "__main__":
+    main()
