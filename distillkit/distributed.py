@@ -1,12 +1,12 @@
 """One distillation across N processes: the ranks, their devices and the collectives they share.
 
-`World.from_environment` reads what a launcher sets: torchrun (`RANK`, `WORLD_SIZE`,
-`LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`) or SLURM's srun (`SLURM_PROCID`, `SLURM_NTASKS`,
-`SLURM_LOCALID`, the master from `MASTER_ADDR` or the first host of `SLURM_NODELIST`). Without
-them, or with a world of one, it is a single-process world: no process group is created and
-every collective is the identity, so a single-process run is the run it always was. Otherwise it
-joins one process group (gloo on the CPU, NCCL on CUDA, one device per rank from the local rank)
-whose collectives time out after `timeout_s`.
+`World.from_environment` reads what a launcher sets (`distillkit.launch.Launch`: torchrun's
+`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, or SLURM's srun: `SLURM_PROCID`,
+`SLURM_NTASKS`, `SLURM_LOCALID`, the master from `MASTER_ADDR` or the first host of
+`SLURM_NODELIST`). Without them, or with a world of one, it is a single-process world: no
+process group is created and every collective is the identity, so a single-process run is the
+run it always was. Otherwise it joins one process group (gloo on the CPU, NCCL on CUDA, one
+device per rank from the local rank) whose collectives time out after `timeout_s`.
 
 A collective that fails because a peer is gone (killed, out of memory, a lost node) or did not
 reach it within the timeout raises one `DistributedError`, reported as one line by the commands'
@@ -24,23 +24,18 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from distillkit.errors import UserError
+from distillkit.launch import DistributedError, Launch
 
 #: Seconds a rank waits in a collective (or for the others to join) before giving up. Ranks
 #: also wait for each other's local work between collectives (an uneven share of evaluation
 #: models), so this is generous; tests use a few seconds.
 DEFAULT_TIMEOUT_S = 1800.0
-#: The master port when the launcher names none (srun without MASTER_PORT): this plus the job
-#: id modulo PORT_SPAN, so two jobs sharing a node do not pick the same port.
-BASE_PORT = 29500
-PORT_SPAN = 20000
 #: Dimensions `World.all_gather` carries in its shape exchange.
 MAX_DIMS = 8
 
@@ -55,97 +50,6 @@ _DTYPES = (
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
     torch.int16, torch.int8, torch.uint8, torch.bool,
 )  # fmt: skip
-
-
-class DistributedError(UserError, RuntimeError):
-    """A distributed run cannot go on: a peer process died or did not reach a collective within
-    the timeout, or the ranks could not meet. Not a bug of distillkit (a rank was killed, ran
-    out of memory, lost its node, or the launcher's variables do not fit): one line, exit 2."""
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Where this process stands in a launch: its rank, the world size, its rank on its node,
-    the master's address and port, and which launcher said so (None: a single process)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = BASE_PORT
-    source: str | None = None
-    #: torchrun's agent holds the rendezvous store (the ranks join it through env://).
-    agent_store: bool = False
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Launch:
-        """torchrun's variables first, then SLURM's; neither: a single process."""
-        env = os.environ if env is None else env
-        if "RANK" in env and "WORLD_SIZE" in env:
-            return cls(
-                rank=_int(env, "RANK"),
-                size=_int(env, "WORLD_SIZE"),
-                local_rank=_int(env, "LOCAL_RANK", _int(env, "RANK")),
-                master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                master_port=_int(env, "MASTER_PORT", BASE_PORT),
-                source="torchrun",
-                agent_store=env is os.environ and "TORCHELASTIC_RUN_ID" in env,
-            )._checked()
-        if "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
-            size_key = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
-            addr = env.get("MASTER_ADDR") or first_host(
-                env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
-            )
-            default_port = BASE_PORT + _int(env, "SLURM_JOB_ID", 0) % PORT_SPAN
-            return cls(
-                rank=_int(env, "SLURM_PROCID"),
-                size=_int(env, size_key),
-                local_rank=_int(env, "SLURM_LOCALID", 0),
-                master_addr=addr,
-                master_port=_int(env, "MASTER_PORT", default_port),
-                source="slurm",
-            )._checked()
-        return cls()
-
-    def _checked(self) -> Launch:
-        if self.size < 1 or not 0 <= self.rank < self.size or self.local_rank < 0:
-            raise DistributedError(
-                f"the {self.source} variables give rank {self.rank} of a world of {self.size} "
-                f"(local rank {self.local_rank}): no such rank"
-            )
-        return self
-
-
-def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:
-    value = env.get(key)
-    if value is None or value == "":
-        if default is None:
-            raise DistributedError(f"the launcher set no {key}")
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise DistributedError(f"{key}={value!r} is not an integer") from None
-
-
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: `node[01-04,07],gpu2` -> `node01`."""
-    text = nodelist.strip()
-    depth, end = 0, len(text)
-    for i, char in enumerate(text):  # the first entry ends at a comma outside brackets
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            end = i
-            break
-    entry = text[:end]
-    match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", entry)
-    if not match:
-        if not entry:
-            raise DistributedError(f"SLURM_NODELIST={nodelist!r} names no host")
-        return entry
-    prefix, ranges, suffix = match.groups()
-    first = ranges.split(",")[0].split("-")[0]
-    return f"{prefix}{first}{first_host(suffix) if '[' in suffix else suffix}"
 
 
 def shard_range(n: int, size: int, rank: int) -> range:

@@ -18,18 +18,16 @@ import torch.distributed as dist
 from helpers import finish_processes, free_port, launcher_free_env
 
 from distillkit.distributed import (
-    DistributedError,
-    Launch,
     World,
     assemble_classes,
     class_block,
     class_mask,
     class_shard,
     evaluate_spread,
-    first_host,
     shard_range,
     spread_blocks,
 )
+from distillkit.launch import DistributedError, Launch, first_host
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -116,13 +115,14 @@ def distill_job(cfg: DictConfig) -> float | None:
 
 
 def launched_processes(env: Mapping[str, str] | None = None) -> int:
-    """How many processes a launcher started for this job (torchrun's WORLD_SIZE, srun's task
-    count), read without importing torch; 1 without a launcher."""
-    env = os.environ if env is None else env
-    if "RANK" in env and env.get("WORLD_SIZE", "").isdigit():
-        return int(env["WORLD_SIZE"])
-    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
-    return int(tasks) if "SLURM_PROCID" in env and tasks.isdigit() else 1
+    """How many processes a launcher started for this job (`Launch`, read without importing
+    torch); 1 without a launcher, or with variables that do not fit (the job reports those)."""
+    from distillkit.launch import DistributedError, Launch
+
+    try:
+        return Launch.from_env(env).size
+    except DistributedError:
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -204,7 +204,7 @@ def use_artifact(name: str) -> tuple[Any, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from distillkit.distributed import Launch
+    from distillkit.launch import Launch
 
     results, scores = evaluate_and_score(parser().parse_args(argv))
     if Launch.from_env().rank != 0:
