@@ -276,8 +276,8 @@ class Trainer:
     def periodic(self, done: int) -> None:
         """Intermediate evaluation, unequalness and image grids after iteration `done`."""
         eval_at = {int(i) for i in self.cfg["eval"].get("at") or []}
-        unequal = self.cfg["unequalness"]
-        unequal_every = int(unequal["every"]) if unequal["enabled"] else 0
+        settings = self.cfg["unequalness"]
+        unequal_every = int(settings["every"]) if settings["enabled"] else 0
         image_every = int(self.cfg["images"]["every"])
         evaluate = done in eval_at and done != self.iterations
         unequal = bool(unequal_every) and done % unequal_every == 0 and done != self.iterations
@@ -337,18 +337,20 @@ class Trainer:
         """One step's losses summed over the ranks (each rank's are its own classes' share;
         the method's `replicated_losses` are everyone's and come from rank 0), whether any
         rank was asked to stop, and rank 0's checkpoint decision (its clock decides), with one
-        collective. One process: as they are."""
+        collective and one host sync (the loop must know whether to stop). One process: as they
+        are, with no sync."""
         if not self.world.is_distributed:
             return dict(losses), bool(stop_requested), bool(due)
         names = sorted(losses)
-        replicated = set(getattr(self.method, "replicated_losses", ()))
+        replicated = set(self.method.replicated_losses)
+        device = self.world.device  # where the collective runs: no round trip through the host
         values = [
-            torch.as_tensor(losses[n]).detach().to("cpu", torch.float64).reshape(())
+            torch.as_tensor(losses[n], device=device).detach().to(torch.float64).reshape(())
             * (1.0 if self.is_main or n not in replicated else 0.0)
             for n in names
         ]
         flags = torch.tensor(
-            [float(stop_requested), float(due and self.is_main)], dtype=torch.float64
+            [float(stop_requested), float(due and self.is_main)], dtype=torch.float64, device=device
         )
         total = self.world.all_reduce_sum(
             torch.cat([torch.stack(values), flags]) if values else flags

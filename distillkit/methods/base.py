@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from distillkit.addons import (
     AddOn,
@@ -27,6 +27,7 @@ from distillkit.addons import (
 from distillkit.augment import DSA
 from distillkit.distributed import World, assemble_classes, class_block, class_shard
 from distillkit.errors import ConfigError
+from distillkit.memory import has_batch_coupling
 from distillkit.networks import NetworkFactory
 from distillkit.seeding import RunGenerators
 from distillkit.settings import Settings, ranged
@@ -37,7 +38,7 @@ def check_rows_independent(networks: Any, method: str) -> None:
     """A class-sharded run feeds each network only a rank's rows: with BatchNorm the batch
     statistics, and so every feature, would depend on which rows a rank holds."""
     net = networks(torch.Generator().manual_seed(0))  # a throwaway: no run stream is drawn
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+    if has_batch_coupling(net.train()):
         raise ConfigError(
             f"{method} over several processes needs a network without BatchNorm (each rank "
             "sees only its classes' rows, so batch statistics would differ from one process): "
@@ -111,9 +112,9 @@ class Method:
         self.world = ctx.world or World.single()
         if self.world.is_distributed and self.distributed_split is None:
             raise ConfigError(
-                f"method {self.name!r} runs in one process only; a launch of "
-                f"{self.world.size} processes distils dm, idm, dc, dsa, idc, mtt and ftd: "
-                "README, Many GPUs"
+                f"method {self.name!r} runs in one process only (its class declares no "
+                f"distributed_split), not in a launch of {self.world.size} processes; every "
+                "shipped method declares one: README, Many GPUs"
             )
         if self.world.size > ctx.synthetic.num_classes and self.distributed_split == "classes":
             raise ConfigError(
