@@ -17,6 +17,11 @@ def derive_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def fresh_stream(seed: int, name: str) -> torch.Generator:
+    """A new CPU generator of stream `name` of `seed`, at its start whatever else has drawn."""
+    return torch.Generator().manual_seed(derive_seed(seed, name))
+
+
 class RunGenerators:
     """Named CPU `torch.Generator`s derived from one run seed.
 
@@ -30,7 +35,7 @@ class RunGenerators:
 
     def __getitem__(self, name: str) -> torch.Generator:
         if name not in self._generators:
-            self._generators[name] = torch.Generator().manual_seed(derive_seed(self.seed, name))
+            self._generators[name] = fresh_stream(self.seed, name)
         return self._generators[name]
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -196,6 +196,49 @@ def test_skipping_a_model_leaves_the_generator_where_training_it_does(cutmix_p):
     assert torch.equal(trained.get_state(), skipped.get_state())
 
 
+def test_the_evaluation_bar_counts_the_models_this_rank_trains(monkeypatch):
+    """Rank 0 of 2 trains 2 of 3 DSA models but all 3 under DC's augmentation (its draws cannot
+    be replayed, so it is not spread): the progress bar's total is what the rank trains."""
+    from helpers import tiny_digits, tiny_factory
+
+    import distillkit.evaluation.protocol as protocol
+    from distillkit.augment import DSA
+    from distillkit.augment.dc import DCEvaluationAugment
+    from distillkit.evaluation import EvalSettings
+
+    class Bar:
+        def __init__(self, total, **_):
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.done += n
+
+        def set_postfix(self, *_, **__):
+            pass
+
+        def close(self):
+            pass
+
+    def spread(world, run_block, num_models, skip=None):  # a group's spread without the group
+        accuracies = list(run_block(world.shard(num_models)))
+        return accuracies + [0.0] * (num_models - len(accuracies))
+
+    bars: list[Bar] = []
+    monkeypatch.setattr(protocol, "progress_bar", Bar)
+    monkeypatch.setattr(protocol, "spread_blocks", spread)
+    data, factory = tiny_digits(), tiny_factory()
+    images, labels = data.sample_per_class(1, torch.Generator().manual_seed(0))
+    settings = EvalSettings(models=("ConvNet",), num_models=3, epochs=1, batch_size=8)
+    world = World(Launch(rank=0, size=2, source="torchrun"))
+    for augment, trained in ((DSA("crop"), 2), (DCEvaluationAugment("digits"), 3)):
+        protocol.evaluate_set(
+            images, labels, data, factory, settings, augment, torch.Generator().manual_seed(1),
+            world=world,
+        )  # fmt: skip
+        assert (bars[-1].total, bars[-1].done) == (trained, trained)
+
+
 def test_a_rank_gathers_only_its_classes_from_the_same_draws():
     from helpers import tiny_digits
 

@@ -391,14 +391,13 @@ def evaluate_set(
         and stacking_requested(settings.stacked, images.device)
     )
     results: dict[str, dict[str, Any]] = {}
-    mine = len(world.shard(settings.num_models))  # this rank's models of each architecture
-    bar = progress_bar(
-        total=len(settings.models) * mine, desc=desc, disable=not progress, leave=False,
-        unit="model",
-    )  # fmt: skip
-    for name in settings.models:
-        arch = factory.for_architecture(name)
-        model_augment = _augment_for(augment, arch)
+    plan = [(name, factory.for_architecture(name)) for name in settings.models]
+    plan_augments = [_augment_for(augment, arch) for _, arch in plan]
+    # Models are spread over the ranks only where the augmentation's draws can be replayed.
+    spreads = [world if isinstance(a, DSA | None) else World.single() for a in plan_augments]
+    total = sum(len(spread.shard(settings.num_models)) for spread in spreads)
+    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="model")
+    for (name, arch), model_augment, spread in zip(plan, plan_augments, spreads, strict=True):
         teacher = _teacher_for(arch, data, settings)
         # A throwaway network from its own generator: nothing is drawn from the run's streams.
         stack = (
@@ -436,7 +435,6 @@ def evaluate_set(
                 tuple(images.shape[-2:]),
             )  # fmt: skip
 
-        spread = world if isinstance(model_augment, DSA | None) else World.single()
         accuracies = spread_blocks(spread, run_block, settings.num_models, skip)
         _check_finite(name, accuracies)
         results[name] = summarise(accuracies)

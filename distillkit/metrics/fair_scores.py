@@ -62,7 +62,7 @@ from distillkit.distributed import World
 from distillkit.errors import ConfigError, InputError
 from distillkit.evaluation.protocol import EvalSettings, evaluate_set
 from distillkit.metrics.scores import ACCURACY_KEYS, scores_from_accuracies
-from distillkit.seeding import derive_seed
+from distillkit.seeding import fresh_stream
 
 #: The random subset's stream (of the run seed): the same subset for every method of a seed.
 RANDOM_STREAM = "scores/random"
@@ -158,11 +158,6 @@ def describe_augment(augment: Any) -> str:
     return f"{type(augment).__name__}({options})"
 
 
-def _stream(seed: int, name: str) -> torch.Generator:
-    """A fresh generator of stream `name` of `seed`, whatever the run's streams have drawn."""
-    return torch.Generator().manual_seed(derive_seed(seed, name))
-
-
 # -- the scores -------------------------------------------------------------------------------
 def compute_scores(
     images: Tensor,
@@ -194,7 +189,8 @@ def compute_scores(
     missing = [m for m in settings.models if m not in syn_accuracy]
     if missing:
         raise ValueError(f"the run's evaluation has no accuracy for {missing}")
-    random_images, random_labels = data.sample_per_class(int(ipc), _stream(seed, RANDOM_STREAM))
+    random_draw = fresh_stream(seed, RANDOM_STREAM)
+    random_images, random_labels = data.sample_per_class(int(ipc), random_draw)
     sets = {
         "synthetic": (images.detach(), labels.detach()),
         "random": (random_images, random_labels),
@@ -231,7 +227,7 @@ def compute_scores(
                 factory,
                 variant,
                 variant_augment,
-                _stream(seed, eval_stream),
+                fresh_stream(seed, eval_stream),
                 lr=chosen,
                 progress=progress,
                 desc=f"scores: {which} ({_spec_name(spec)})",
@@ -429,7 +425,7 @@ def choose_lr(
             factory,
             settings,
             augment,
-            _stream(seed, VALIDATION_STREAM),
+            fresh_stream(seed, VALIDATION_STREAM),
             lr=lr,
             progress=progress,
             desc=f"scores: lr {lr:g} on validation",
@@ -615,7 +611,7 @@ def train_full_data(
         factory,
         recipe,
         augment,
-        _stream(FULL_DATA_SEED, FULL_DATA_STREAM),
+        fresh_stream(FULL_DATA_SEED, FULL_DATA_STREAM),
         progress=progress,
         desc=f"scores: full data ({arch})",
         world=world,
