@@ -100,6 +100,11 @@ class LoopState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     last_loss: float | None = None
     distil_s: float = 0.0
+    #: CPU seconds of the distillation in this process (all its threads; `time.process_time`),
+    #: counted from iteration `cpu_from_iteration` (a checkpoint from before they were counted
+    #: resumes with the count starting at its iteration).
+    cpu_s: float = 0.0
+    cpu_from_iteration: int = 0
     #: The runtime switches each stretch of iterations ran under: [{"from_iteration", "runtime"}].
     runtimes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -290,11 +295,14 @@ def restore(
     runtimes = state.get("runtimes") or [
         {"from_iteration": 0, "runtime": _runtime_switches(config.get("runtime"))}
     ]  # checkpoints from before the history was kept: all under the config's runtime
+    counted = state.get("cpu_s") is not None
     return LoopState(
         iteration=int(state["iteration"]),
         evaluations=list(state["evaluations"]),
         last_loss=state["last_loss"],
         distil_s=float(state["distil_s"]),
+        cpu_s=float(state["cpu_s"]) if counted else 0.0,
+        cpu_from_iteration=int(state.get("cpu_from_iteration", 0) if counted else state["iteration"]),
         runtimes=[dict(r) for r in runtimes],
     )
 
@@ -319,6 +327,8 @@ def snapshot(
         "last_loss": loop.last_loss,
         "eval_lr": method.eval_lr,
         "distil_s": loop.distil_s,
+        "cpu_s": loop.cpu_s,
+        "cpu_from_iteration": loop.cpu_from_iteration,
         "wandb_run_id": logger_state["wandb_run_id"],
         "config": cfg,
         "runtimes": loop.runtimes,

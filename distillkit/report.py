@@ -94,6 +94,9 @@ def results(
     also: Mapping[str, dict[str, Any]] | None = None,
     runtimes: list[dict[str, Any]] | None = None,
     scores: dict[str, Any] | None = None,
+    cpu_s: float | None = None,
+    cpu_from_iteration: int = 0,
+    eval_cpu_s: float | None = None,
 ) -> dict[str, Any]:
     """results.json: the headline (first evaluation model's final accuracy) and everything
     needed to place the run in a table without its config files.
@@ -104,7 +107,11 @@ def results(
     `<name>` entries); the headline and the tables stay the evaluated set's. `runtimes`: the
     runtime switches each stretch of iterations ran under (more than one when a run resumed
     under another runtime). `scores`: DD-Ranking's fair scores with their ingredient
-    accuracies (`eval.scores`, distillkit/metrics/fair_scores.py; None when off).
+    accuracies (`eval.scores`, distillkit/metrics/fair_scores.py; None when off). `cpu_s`,
+    `eval_cpu_s`: this process's CPU seconds (all threads) distilling, from iteration
+    `cpu_from_iteration` (0 unless the run resumed a checkpoint written before they were
+    counted), and evaluating; wall time (`distil_s`) also counts time the process was stopped or
+    waiting for a shared core.
     """
     beside: dict[str, Any] = {}
     for name, accuracy in (also or {}).items():
@@ -141,6 +148,9 @@ def results(
             "distil_s": round(distil_s, 3),
             "eval_s": round(eval_s, 3),
             "s_per_iteration": round(distil_s / iterations, 5) if iterations else None,
+            "cpu_s": None if cpu_s is None else round(cpu_s, 3),
+            "cpu_from_iteration": cpu_from_iteration,
+            "eval_cpu_s": None if eval_cpu_s is None else round(eval_cpu_s, 3),
         },
         "device": device,
         "runtimes": list(runtimes or []),

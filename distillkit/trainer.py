@@ -310,7 +310,7 @@ class Trainer:
         )
         with StopSignals() as stop:
             for iteration in bar:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 losses = self.method.step(iteration)
                 done = iteration + 1
                 due = schedule.due(done, self.iterations)
@@ -321,6 +321,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{self.state.last_loss:.4g}", refresh=False)
                 self.periodic(done)
                 self.state.distil_s += time.perf_counter() - started
+                self.state.cpu_s += time.process_time() - cpu_started
                 if stopping or due:
                     self.save_checkpoint(done)
                     schedule.written()
@@ -381,7 +382,7 @@ class Trainer:
         if self._start == 0 and self.is_main:  # every rank starts from the same images
             self.log_grid(0, "grid_init")
         final_loss = self.distil()
-        distilled = time.perf_counter()
+        distilled, cpu_distilled = time.perf_counter(), time.process_time()
         self.save_checkpoint(self.iterations)  # the shards are whole from here on
         if self.is_main:
             self.method.evaluated_set().save(
@@ -410,6 +411,9 @@ class Trainer:
             eval_lr=self.method.eval_lr,
             distil_s=self.state.distil_s,
             eval_s=time.perf_counter() - distilled,
+            cpu_s=self.state.cpu_s,
+            cpu_from_iteration=self.state.cpu_from_iteration,
+            eval_cpu_s=time.process_time() - cpu_distilled,
             device=str(self.device),
             validation=validation,
             addons={a.name: r for a in self.addons if (r := a.record()) is not None},

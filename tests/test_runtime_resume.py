@@ -62,3 +62,32 @@ def test_note_runtime_keeps_one_stretch_per_change():
         (0, "bf16"),
         (5, "fp16"),
     ]
+
+
+def test_cpu_time_is_counted_across_a_resume(tiny_config, tmp_path):
+    """results.json's `timings.cpu_s` is the process CPU time of every iteration, kept in the
+    checkpoint through a crash; wall time alone would count a stopped or waiting process."""
+    crashed = Trainer(tiny_config(*RUN), tmp_path / "run")
+    crash_at(crashed, 3, RuntimeError("killed"))
+    with pytest.raises(RuntimeError, match="killed"):
+        crashed.run()
+    written = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert written["cpu_s"] > 0 and written["cpu_from_iteration"] == 0
+    Trainer(tiny_config(*RUN), tmp_path / "run").run()
+    timings = json.loads((tmp_path / "run" / "results.json").read_text())["timings"]
+    assert timings["cpu_s"] > written["cpu_s"] and timings["cpu_from_iteration"] == 0
+    assert timings["eval_cpu_s"] > 0
+
+
+def test_a_checkpoint_from_before_cpu_time_counts_from_its_iteration(tiny_config, tmp_path):
+    crashed = Trainer(tiny_config(*RUN), tmp_path / "run")
+    crash_at(crashed, 3, RuntimeError("killed"))
+    with pytest.raises(RuntimeError, match="killed"):
+        crashed.run()
+    path = tmp_path / "run" / "checkpoint.pt"
+    old = torch.load(path, weights_only=False)
+    del old["cpu_s"], old["cpu_from_iteration"]  # what an older distillkit wrote
+    torch.save(old, path)
+    Trainer(tiny_config(*RUN), tmp_path / "run").run()
+    timings = json.loads((tmp_path / "run" / "results.json").read_text())["timings"]
+    assert timings["cpu_from_iteration"] == 2 and timings["cpu_s"] > 0
