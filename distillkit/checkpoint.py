@@ -296,13 +296,14 @@ def restore(
         {"from_iteration": 0, "runtime": _runtime_switches(config.get("runtime"))}
     ]  # checkpoints from before the history was kept: all under the config's runtime
     counted = state.get("cpu_s") is not None
+    cpu_from = state.get("cpu_from_iteration", 0) if counted else state["iteration"]
     return LoopState(
         iteration=int(state["iteration"]),
         evaluations=list(state["evaluations"]),
         last_loss=state["last_loss"],
         distil_s=float(state["distil_s"]),
         cpu_s=float(state["cpu_s"]) if counted else 0.0,
-        cpu_from_iteration=int(state.get("cpu_from_iteration", 0) if counted else state["iteration"]),
+        cpu_from_iteration=int(cpu_from),
         runtimes=[dict(r) for r in runtimes],
     )
 
