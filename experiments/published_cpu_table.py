@@ -1,0 +1,119 @@
+"""Print the README table "FYI on CIFAR-10 at the published budget" from the cells' files.
+
+A finished cell is `<results>/cifar10_<method>[_fyi]_ipc1.json` (its run's results.json); a cell
+under way is its checkpoint copy `<results>/in_progress/<cell>.pt` (iteration, hours so far).
+
+    .venv/bin/python experiments/published_cpu_table.py [--results benchmarks/results/published_cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from distillkit.tables.spec import load_table
+
+METHODS = (("dc", "DC"), ("dsa", "DSA"), ("dm", "DM"))
+BUDGET = {"dc": 1000, "dsa": 1000, "dm": 20000}
+HEADER = (
+    "| CIFAR-10, IPC 1 | published | distillkit | distillkit + FYI | FYI − base "
+    "| U dm / dc / dsa (base; + FYI) | iterations done (base; + FYI) | hours (base; + FYI) |"
+)
+
+
+def cell_name(method: str, fyi: bool) -> str:
+    return f"cifar10_{method}{'_fyi' if fyi else ''}_ipc1"
+
+
+def read_cell(results: Path, method: str, fyi: bool) -> dict[str, Any] | None:
+    """The finished run's results.json, or the checkpoint copy's progress, or None."""
+    name = cell_name(method, fyi)
+    finished = results / f"{name}.json"
+    if finished.is_file():
+        return {"finished": True, **json.loads(finished.read_text())}
+    running = results / "in_progress" / f"{name}.pt"
+    if running.is_file():
+        import torch
+
+        state = torch.load(running, map_location="cpu", weights_only=False)
+        timings = {"distil_s": state["distil_s"], "cpu_s": state.get("cpu_s"),
+                   "cpu_from_iteration": state.get("cpu_from_iteration")}  # fmt: skip
+        return {"finished": False, "iterations": state["iteration"], "timings": timings}
+    return None
+
+
+def accuracy(cell: dict[str, Any] | None, budget: int) -> str:
+    if cell is None:
+        return "not started"
+    if not cell["finished"]:
+        return f"running ({cell['iterations']:,} / {budget:,})"
+    head = cell["headline"]
+    runs = cell["accuracy"][head["model"]]["runs"]
+    return f"**{head['mean']:.2f} ± {head['std']:.2f}** ({min(runs):.2f}–{max(runs):.2f})"
+
+
+def difference(base: dict[str, Any] | None, fyi: dict[str, Any] | None) -> str:
+    """FYI − base, ± the spread of one model's difference (the two stds in quadrature), and
+    the standard error of the difference of the two means."""
+    if not (base and fyi and base["finished"] and fyi["finished"]):
+        return "–"
+    a, b = base["headline"], fyi["headline"]
+    spread = math.hypot(a["std"], b["std"])
+    error = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return f"{b['mean'] - a['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f})"
+
+
+def unequalness(cell: dict[str, Any] | None) -> str:
+    if not (cell and cell["finished"] and cell.get("unequalness")):
+        return "–"
+    u = cell["unequalness"]
+    return " / ".join(f"{u[k]:.1f}" for k in ("dm", "dc", "dsa") if k in u)
+
+
+def iterations(cell: dict[str, Any] | None, budget: int) -> str:
+    if cell is None:
+        return f"0 / {budget:,}"
+    done = cell["iterations"]
+    return f"{done:,} / {budget:,}" + ("" if cell["finished"] or done == budget else " (running)")
+
+
+def hours(cell: dict[str, Any] | None) -> str:
+    """CPU hours where the run counted them from its start, else wall hours (marked)."""
+    if cell is None:
+        return "–"
+    t = cell["timings"]
+    evaluating = (t.get("eval_cpu_s") or 0.0) if t.get("cpu_s") is not None else t.get("eval_s", 0)
+    if t.get("cpu_s") is not None and t.get("cpu_from_iteration") == 0:
+        text = f"{(t['cpu_s'] + evaluating) / 3600:.2f} CPU"
+    else:
+        text = f"{(t['distil_s'] + (t.get('eval_s') or 0.0)) / 3600:.2f} wall"
+    return text if cell["finished"] else f"{text} so far"
+
+
+def table(results: Path) -> str:
+    spec = load_table("fyi")
+    lines = [HEADER, "|" + "---|" * 8]
+    for method, label in METHODS:
+        base, fyi = read_cell(results, method, False), read_cell(results, method, True)
+        budget = BUDGET[method]
+        paper = spec.paper(method, "cifar10", 1)
+        lines.append(
+            f"| {label} | {paper or '–'} | {accuracy(base, budget)} | {accuracy(fyi, budget)} "
+            f"| {difference(base, fyi)} | {unequalness(base)}; {unequalness(fyi)} "
+            f"| {iterations(base, budget)}; {iterations(fyi, budget)} "
+            f"| {hours(base)}; {hours(fyi)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/published_cpu"))
+    print(table(parser.parse_args().results))
+
+
+if __name__ == "__main__":
+    main()
