@@ -4,7 +4,8 @@
 #   experiments/published_cpu.sh dc fyi      # method (dc|dsa|dm), regularizer (none|fyi)
 # Re-running the same line continues the run: from its run directory when it is still there,
 # else from the checkpoint copy kept (and committed) under benchmarks/results/published_cpu/
-# in_progress/, so a session that starts on a fresh checkout loses nothing.
+# in_progress/, so a session that starts on a fresh checkout loses nothing. A finished cell's
+# files are copied beside the others (re-running a finished line only copies them).
 set -euo pipefail
 method=${1:?method: dc, dsa or dm}
 regularizer=${2:-none}
@@ -20,9 +21,28 @@ if [ "$method" = dm ]; then
   if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then extra+=(runtime=fast); else extra+=(runtime.compile=true); fi
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec "${DISTILLKIT:-.venv/bin/distillkit}" method="$method" regularizer="$regularizer" \
+run_dir="${PUBLISHED_CPU_RUNS:-outputs/published}/$cell"
+results="${PUBLISHED_CPU_RESULTS:-benchmarks/results/published_cpu}"
+
+# A finished cell's results.json, image grid and flips figure go beside the other cells (the
+# README table reads them: experiments/published_cpu_table.py); its checkpoint copy goes.
+publish() {
+  mkdir -p "$results"
+  cp "$run_dir/results.json" "$results/$cell.json"
+  cp "$run_dir/grid_final.png" "$results/${cell}_grid.png"
+  [ -f "$run_dir/flips_final.png" ] && cp "$run_dir/flips_final.png" "$results/${cell}_flips.png"
+  rm -f "$results/in_progress/$cell.pt"
+  echo "published_cpu.sh: $cell finished; results in $results/$cell.json"
+}
+
+if [ -f "$run_dir/results.json" ]; then  # finished before: publish only (delete $run_dir to redo)
+  publish
+  exit 0
+fi
+"${DISTILLKIT:-.venv/bin/distillkit}" method="$method" regularizer="$regularizer" \
   dataset=cifar10 dataset.root=../shared/data ipc=1 eval.num_models=20 \
   dsa.always_flip=true eval.always_flip=true \
   checkpoint.every=10 checkpoint.every_s=120 \
-  checkpoint.copy_to="benchmarks/results/published_cpu/in_progress/$cell.pt" \
-  "${extra[@]}" hydra.run.dir="outputs/published/$cell" "${@:3}"
+  checkpoint.copy_to="$results/in_progress/$cell.pt" \
+  "${extra[@]}" hydra.run.dir="$run_dir" "${@:3}"
+publish
