@@ -24,12 +24,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 run_dir="${PUBLISHED_CPU_RUNS:-outputs/published}/$cell"
 results="${PUBLISHED_CPU_RESULTS:-benchmarks/results/published_cpu}"
 
-# A finished cell's results.json, image grid and flips figure go beside the other cells (the
-# README table reads them: experiments/published_cpu_table.py); its checkpoint copy goes.
+# A finished cell's results.json, synthetic set, image grid and flips figure go beside the other
+# cells (the README table reads them: experiments/published_cpu_table.py); its checkpoint copy
+# goes.
 publish() {
   mkdir -p "$results"
   cp "$run_dir/results.json" "$results/$cell.json"
   cp "$run_dir/grid_final.png" "$results/${cell}_grid.png"
+  cp "$run_dir/synthetic_set.pt" "$results/${cell}_synthetic_set.pt"  # for distillkit-eval later
   [ -f "$run_dir/flips_final.png" ] && cp "$run_dir/flips_final.png" "$results/${cell}_flips.png"
   rm -f "$results/in_progress/$cell.pt"
   echo "published_cpu.sh: $cell finished; results in $results/$cell.json"

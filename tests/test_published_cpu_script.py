@@ -20,6 +20,7 @@ printf '%s\\n' "$@" > "$dir/argv"
 echo '{"headline": {"mean": 30.0}}' > "$dir/results.json"
 echo grid > "$dir/grid_final.png"
 echo flips > "$dir/flips_final.png"
+echo images > "$dir/synthetic_set.pt"
 """
 
 
@@ -45,6 +46,7 @@ def test_a_finished_cell_is_published_and_its_checkpoint_copy_removed(tmp_path):
     assert json.loads((results / "cifar10_dsa_fyi_ipc1.json").read_text())["headline"]["mean"] == 30
     assert (results / "cifar10_dsa_fyi_ipc1_grid.png").read_text() == "grid\n"
     assert (results / "cifar10_dsa_fyi_ipc1_flips.png").read_text() == "flips\n"
+    assert (results / "cifar10_dsa_fyi_ipc1_synthetic_set.pt").read_text() == "images\n"
     assert not copy.exists()
 
     (results / "cifar10_dsa_fyi_ipc1.json").unlink()  # the same line again: publish only
