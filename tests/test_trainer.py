@@ -104,6 +104,40 @@ def test_distillkit_eval_reevaluates_a_saved_set(tiny_config, tmp_path, monkeypa
     assert "MLP:" in capsys.readouterr().out
 
 
+def test_distillkit_eval_with_another_augmentation_and_the_flips(
+    tiny_config, tmp_path, monkeypatch
+):
+    """--dsa-strategy flip evaluates with random flips only; --with-flips trains on every stored
+    image and its mirror image (what FYI matched), the labels repeated."""
+    import distillkit.evaluation as evaluation
+    from distillkit.cli.evaluate import main as evaluate_saved
+
+    run(tiny_config("ipc=1"), tmp_path)
+    seen = []
+    real = evaluation.evaluate_set
+
+    def recording(images, labels, data, factory, settings, augment, *args, **kwargs):
+        seen.append((images.clone(), labels.clone(), augment))
+        return real(images, labels, data, factory, settings, augment, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_set", recording)
+    out = tmp_path / "eval.json"
+    common = ["--num-models", "1", "--epochs", "1", "--device", "cpu", "--output", str(out)]
+    evaluate_saved([str(tmp_path / "synthetic_set.pt"), *common])
+    evaluate_saved([str(tmp_path / "synthetic_set.pt"), "--dsa-strategy", "flip", "--with-flips",
+                    *common])  # fmt: skip
+    (stored, stored_labels, _), (doubled, doubled_labels, augment) = seen
+    n = stored.shape[0]
+    assert torch.equal(doubled[:n], stored) and torch.equal(doubled[n:], stored.flip(-1))
+    assert torch.equal(doubled_labels, torch.cat([stored_labels, stored_labels]))
+    assert augment.families == ("flip",)
+    written = json.loads(out.read_text())
+    assert written["with_flips"] is True and "flip" in written["augment"]
+    with pytest.raises(SystemExit) as refused:
+        evaluate_saved([str(tmp_path / "synthetic_set.pt"), "--no-dsa", "--augment", "dc"])
+    assert refused.value.code == 2
+
+
 def test_distillkit_eval_refuses_a_foreign_file(tmp_path, capsys):
     from distillkit.cli.evaluate import main as evaluate_saved
 

@@ -34,6 +34,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-models", type=int, help="models per architecture")
     p.add_argument("--epochs", type=int, help="training epochs per model")
     p.add_argument("--no-dsa", action="store_true", help="train without per-sample DSA")
+    p.add_argument(
+        "--augment",
+        choices=("dsa", "dc", "none"),
+        help="evaluation augmentation instead of the run's: per-sample DSA, DC's reference "
+        "augmentation per dataset and model, or none",
+    )
+    p.add_argument(
+        "--dsa-strategy",
+        help="DSA operations of the evaluation (e.g. `flip`: random horizontal flips only); "
+        "implies --augment dsa",
+    )
+    p.add_argument(
+        "--with-flips",
+        action="store_true",
+        help="train on every stored image and its horizontal flip (twice the images: a "
+        "diagnostic of what a flip-matched set holds, not the standard protocol)",
+    )
     p.add_argument("--data-root", help="dataset root (default: the run's dataset.root)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -85,13 +102,21 @@ def evaluate_and_score(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
 def _evaluate_and_score(
     args: argparse.Namespace, world: Any, device: Any
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    import torch
+    from kornia.geometry.transform import hflip
+
     from distillkit.assembly import assemble_run, load_saved_set
     from distillkit.augment import DSA
     from distillkit.config import checked_config
     from distillkit.evaluation import evaluate_set
     from distillkit.io import save_json
     from distillkit.metrics import fair_scores
+    from distillkit.metrics.fair_scores import describe_augment
 
+    if args.no_dsa and (args.augment or args.dsa_strategy):
+        raise ConfigError("--no-dsa means --augment none; give one of them")
+    if args.with_flips and args.scores:
+        raise ConfigError("--with-flips is a diagnostic; fair scores need the stored set alone")
     run, path = None, Path(args.path)
     if args.path.startswith(ARTIFACT_PREFIX) and world.is_main:  # one download, shared below
         run, path = use_artifact(args.path.removeprefix(ARTIFACT_PREFIX))
@@ -100,6 +125,8 @@ def _evaluate_and_score(
     cfg = evaluation_config(saved.cfg, args)
     parts = assemble_run(checked_config(cfg, resources=False), saved.data, distil=False)
     images, labels = saved.synthetic.training_set()
+    if args.with_flips:
+        images, labels = torch.cat([images, hflip(images)]), torch.cat([labels, labels])
     results = evaluate_set(
         images,
         labels,
@@ -140,7 +167,12 @@ def _evaluate_and_score(
             run.summary.update(fair_scores.scalars(scores))
         run.finish()
     if args.output:
-        written: dict[str, Any] = {"path": str(args.path), "accuracy": results}
+        written: dict[str, Any] = {
+            "path": str(args.path),
+            "augment": describe_augment(parts.eval_augment),
+            "with_flips": bool(args.with_flips),
+            "accuracy": results,
+        }
         if scores is not None:
             written["scores"] = scores
         save_json(written, args.output)
@@ -156,7 +188,8 @@ def _evaluate_and_score(
 
 def evaluation_config(saved_cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The saved run's config with this command's choices: device, seed, and the evaluation
-    options (`--no-dsa` trains with no augmentation at all, DC's included)."""
+    options (`--no-dsa` trains with no augmentation at all, DC's included; `--augment` and
+    `--dsa-strategy` replace the run's evaluation augmentation)."""
     eval_cfg = dict(saved_cfg["eval"])
     for key, value in (
         ("models", args.models),
@@ -167,6 +200,12 @@ def evaluation_config(saved_cfg: dict[str, Any], args: argparse.Namespace) -> di
             eval_cfg[key] = value
     if args.no_dsa:
         eval_cfg["dsa"], eval_cfg["augment"] = False, "none"
+    augment = "dsa" if args.dsa_strategy else args.augment
+    if augment:
+        eval_cfg["augment"], eval_cfg["dsa"] = augment, augment == "dsa"
+    if args.dsa_strategy:  # a strategy without a flip cannot keep FYI's flip-first variant
+        eval_cfg["dsa_strategy"] = args.dsa_strategy
+        eval_cfg["always_flip"] = bool(eval_cfg.get("always_flip")) and "flip" in args.dsa_strategy
     for key, value in (
         ("scores", args.scores or None),
         ("scores_cache", args.scores_cache),
