@@ -85,9 +85,8 @@ def hours(cell: dict[str, Any] | None) -> str:
     if cell is None:
         return "–"
     t = cell["timings"]
-    evaluating = (t.get("eval_cpu_s") or 0.0) if t.get("cpu_s") is not None else t.get("eval_s", 0)
     if t.get("cpu_s") is not None and t.get("cpu_from_iteration") == 0:
-        text = f"{(t['cpu_s'] + evaluating) / 3600:.2f} CPU"
+        text = f"{(t['cpu_s'] + (t.get('eval_cpu_s') or 0.0)) / 3600:.2f} CPU"
     else:
         text = f"{(t['distil_s'] + (t.get('eval_s') or 0.0)) / 3600:.2f} wall"
     return text if cell["finished"] else f"{text} so far"

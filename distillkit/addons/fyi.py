@@ -20,6 +20,12 @@ from distillkit.addons.base import AddOn
 from distillkit.settings import Settings
 
 
+def with_flips(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """[x ; flip(x)] with labels [y ; y]: FYI's doubled batch (also `distillkit-eval
+    --with-flips`, which trains an evaluation model on a set and its mirror images)."""
+    return torch.cat([x, hflip(x)]), torch.cat([y, y])
+
+
 @dataclass(frozen=True)
 class FYISettings(Settings):
     #: Also feed real batches as [R ; flip(R)] (explored by the authors; off in the paper's runs).
@@ -33,7 +39,7 @@ class FlipYourImages(AddOn):
     Settings = FYISettings
 
     def transform(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.cat([x, hflip(x)]), torch.cat([y, y])
+        return with_flips(x, y)
 
     @property
     def has_real_transform(self) -> bool:

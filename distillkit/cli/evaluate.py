@@ -102,9 +102,7 @@ def evaluate_and_score(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
 def _evaluate_and_score(
     args: argparse.Namespace, world: Any, device: Any
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    import torch
-    from kornia.geometry.transform import hflip
-
+    from distillkit.addons.fyi import with_flips
     from distillkit.assembly import assemble_run, load_saved_set
     from distillkit.augment import DSA
     from distillkit.config import checked_config
@@ -126,7 +124,7 @@ def _evaluate_and_score(
     parts = assemble_run(checked_config(cfg, resources=False), saved.data, distil=False)
     images, labels = saved.synthetic.training_set()
     if args.with_flips:
-        images, labels = torch.cat([images, hflip(images)]), torch.cat([labels, labels])
+        images, labels = with_flips(images, labels)
     results = evaluate_set(
         images,
         labels,
