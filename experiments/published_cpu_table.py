@@ -4,6 +4,12 @@ A finished cell is `<results>/cifar10_<method>[_fyi]_ipc1.json` (its run's resul
 under way is its checkpoint copy `<results>/in_progress/<cell>.pt` (iteration, hours so far).
 
     .venv/bin/python experiments/published_cpu_table.py [--results benchmarks/results/published_cpu]
+    .venv/bin/python experiments/published_cpu_table.py --diagnostics   # DC's sets under flips
+
+`--diagnostics` prints the table of DC's and DC + FYI's sets under each evaluation of
+experiments/fyi_dc_diagnostics.sh (`<results>/diagnostics/<cell>_<protocol>.json`); the
+published-protocol row is the cell's own results.json (DC's from `<results>/rerun/` when the
+re-distilled set is there, since the diagnostics evaluate that set).
 """
 
 from __future__ import annotations
@@ -108,10 +114,60 @@ def table(results: Path) -> str:
     return "\n".join(lines)
 
 
+#: experiments/fyi_dc_diagnostics.sh's evaluations: (file suffix, row label).
+PROTOCOLS = (
+    ("", "as published: the stored images, no augmentation"),
+    ("_flip_aug", "with random horizontal flips only (`--dsa-strategy flip`)"),
+    ("_with_flips", "on the stored images and their flips, no augmentation (`--with-flips`)"),
+    ("_with_flips_flip_aug", "on the images and their flips, random flips (both options)"),
+)
+
+
+def _evaluation(path: Path) -> dict[str, Any] | None:
+    """One evaluation's ConvNet accuracy ({mean, std, n, runs}) from a results.json or a
+    distillkit-eval output, or None when the file is not there yet."""
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["accuracy"]["ConvNet"]
+
+
+def _mean_std(acc: dict[str, Any] | None) -> str:
+    return "–" if acc is None else f"{acc['mean']:.2f} ± {acc['std']:.2f}"
+
+
+def diagnostics(results: Path) -> str:
+    """DC and DC + FYI's sets under each evaluation protocol, with FYI − base per row."""
+    dc_cell = results / "rerun" / "cifar10_dc_ipc1.json"
+    if not dc_cell.is_file():
+        dc_cell = results / "cifar10_dc_ipc1.json"
+    lines = [
+        "| evaluation of the set (ConvNet, 20 models, 300 epochs) | DC | DC + FYI | FYI − base |",
+        "|---|---|---|---|",
+    ]
+    for suffix, label in PROTOCOLS:
+        if suffix:
+            base = _evaluation(results / "diagnostics" / f"cifar10_dc_ipc1{suffix}.json")
+            fyi = _evaluation(results / "diagnostics" / f"cifar10_dc_fyi_ipc1{suffix}.json")
+        else:
+            base = _evaluation(dc_cell)
+            fyi = _evaluation(results / "cifar10_dc_fyi_ipc1.json")
+        diff = "–"
+        if base and fyi:
+            spread = math.hypot(base["std"], fyi["std"])
+            error = math.sqrt(base["std"] ** 2 / base["n"] + fyi["std"] ** 2 / fyi["n"])
+            diff = f"{fyi['mean'] - base['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f})"
+        lines.append(f"| {label} | {_mean_std(base)} | {_mean_std(fyi)} | {diff} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/published_cpu"))
-    print(table(parser.parse_args().results))
+    parser.add_argument(
+        "--diagnostics", action="store_true", help="DC's and DC + FYI's sets under flips"
+    )
+    args = parser.parse_args()
+    print(diagnostics(args.results) if args.diagnostics else table(args.results))
 
 
 if __name__ == "__main__":

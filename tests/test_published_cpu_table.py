@@ -53,3 +53,40 @@ def test_rows_of_finished_running_and_missing_cells(tmp_path):
     assert "running (250 / 1,000)" in dsa and "not started" in dsa
     assert "250 / 1,000 (running); 0 / 1,000" in dsa and "0.50 wall so far" in dsa
     assert "0 / 20,000; 0 / 20,000" in rows["| DM"]
+
+
+def evaluation(runs: list[float]) -> dict:
+    """A distillkit-eval output file's shape (its ConvNet accuracy)."""
+    mean = sum(runs) / len(runs)
+    std = (sum((r - mean) ** 2 for r in runs) / (len(runs) - 1)) ** 0.5
+    return {"accuracy": {"ConvNet": {"mean": mean, "std": std, "runs": runs, "n": len(runs)}}}
+
+
+def test_diagnostics_prefers_the_redistilled_dc_set_and_pairs_each_protocol(tmp_path):
+    (tmp_path / "diagnostics").mkdir()
+    (tmp_path / "rerun").mkdir()
+    (tmp_path / "cifar10_dc_ipc1.json").write_text(json.dumps(finished([20.0, 21.0, 22.0], None)))
+    (tmp_path / "rerun" / "cifar10_dc_ipc1.json").write_text(
+        json.dumps(finished([27.0, 28.0, 29.0], None))
+    )
+    (tmp_path / "cifar10_dc_fyi_ipc1.json").write_text(
+        json.dumps(finished([24.0, 25.0, 26.0], None))
+    )
+    for cell, runs in (
+        ("cifar10_dc_ipc1", [28.0, 29.0, 30.0]),
+        ("cifar10_dc_fyi_ipc1", [31.0, 32.0, 33.0]),
+    ):
+        (tmp_path / "diagnostics" / f"{cell}_flip_aug.json").write_text(
+            json.dumps(evaluation(runs))
+        )
+    (tmp_path / "diagnostics" / "cifar10_dc_fyi_ipc1_with_flips.json").write_text(
+        json.dumps(evaluation([30.0, 30.0, 30.0]))
+    )
+    lines = load_script().diagnostics(tmp_path).splitlines()[2:]
+
+    published, flip_aug, with_flips, both = lines
+    # The re-distilled DC set (rerun/) is the one the diagnostics evaluate, not the first run's.
+    assert "| 28.00 ± 1.00 | 25.00 ± 1.00 | -3.00 ± 1.41 (s.e. 0.82) |" in published
+    assert "| 29.00 ± 1.00 | 32.00 ± 1.00 | +3.00 ± 1.41 (s.e. 0.82) |" in flip_aug
+    assert with_flips.endswith("| – | 30.00 ± 0.00 | – |")  # DC's evaluation not run yet
+    assert both.endswith("| – | – | – |")
