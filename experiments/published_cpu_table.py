@@ -61,15 +61,29 @@ def accuracy(cell: dict[str, Any] | None, budget: int) -> str:
     return f"**{head['mean']:.2f} ± {head['std']:.2f}** ({min(runs):.2f}–{max(runs):.2f})"
 
 
+def paired(base_runs: list[float], fyi_runs: list[float]) -> str:
+    """Model i of both rows starts from the same draws of the evaluation stream (same seed,
+    same set size), so the per-model differences are paired: their mean ± std, and how many
+    of the pairs FYI wins."""
+    if len(base_runs) != len(fyi_runs) or len(base_runs) < 2:
+        return ""
+    diffs = [f - b for b, f in zip(base_runs, fyi_runs, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    wins = sum(d > 0 for d in diffs)
+    return f"; paired {mean:+.2f} ± {std:.2f}, FYI ahead in {wins} / {len(diffs)}"
+
+
 def difference(base: dict[str, Any] | None, fyi: dict[str, Any] | None) -> str:
-    """FYI − base, ± the spread of one model's difference (the two stds in quadrature), and
-    the standard error of the difference of the two means."""
+    """FYI − base, ± the spread of one model's difference (the two stds in quadrature), the
+    standard error of the difference of the two means, and the paired per-model differences."""
     if not (base and fyi and base["finished"] and fyi["finished"]):
         return "–"
     a, b = base["headline"], fyi["headline"]
     spread = math.hypot(a["std"], b["std"])
     error = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return f"{b['mean'] - a['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f})"
+    runs = (base["accuracy"][a["model"]]["runs"], fyi["accuracy"][b["model"]]["runs"])
+    return f"{b['mean'] - a['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f}{paired(*runs)})"
 
 
 def unequalness(cell: dict[str, Any] | None) -> str:
@@ -155,7 +169,8 @@ def diagnostics(results: Path) -> str:
         if base and fyi:
             spread = math.hypot(base["std"], fyi["std"])
             error = math.sqrt(base["std"] ** 2 / base["n"] + fyi["std"] ** 2 / fyi["n"])
-            diff = f"{fyi['mean'] - base['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f})"
+            pairs = paired(base["runs"], fyi["runs"])
+            diff = f"{fyi['mean'] - base['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f}{pairs})"
         lines.append(f"| {label} | {_mean_std(base)} | {_mean_std(fyi)} | {diff} |")
     return "\n".join(lines)
 

@@ -36,7 +36,7 @@ def test_rows_of_finished_running_and_missing_cells(tmp_path):
     (tmp_path / "in_progress").mkdir()
     (tmp_path / "cifar10_dc_ipc1.json").write_text(json.dumps(finished([28.0, 29.0, 30.0], None)))
     (tmp_path / "cifar10_dc_fyi_ipc1.json").write_text(
-        json.dumps(finished([30.0, 31.0, 32.0], 3240.0))
+        json.dumps(finished([31.0, 30.0, 32.0], 3240.0))
     )
     torch.save(
         {"iteration": 250, "distil_s": 1800.0}, tmp_path / "in_progress" / "cifar10_dsa_ipc1.pt"
@@ -46,7 +46,8 @@ def test_rows_of_finished_running_and_missing_cells(tmp_path):
     dc = rows["| DC"]
     assert "| 28.3 ± 0.5 |" in dc  # the published number, from experiments/tables/fyi.yaml
     assert "**29.00 ± 1.00** (28.00–30.00)" in dc and "**31.00 ± 1.00** (30.00–32.00)" in dc
-    assert "+2.00 ± 1.41 (s.e. 0.82)" in dc  # quadrature of the stds; s.e. sqrt(1/3 + 1/3)
+    # Quadrature of the stds; s.e. sqrt(1/3 + 1/3); model by model the differences are 3, 1, 2.
+    assert "+2.00 ± 1.41 (s.e. 0.82; paired +2.00 ± 1.00, FYI ahead in 3 / 3)" in dc
     assert "40.0 / 110.0 / 100.0; 40.0 / 110.0 / 100.0" in dc
     assert "2.10 wall; 1.00 CPU" in dc  # wall without CPU time; (3240 + 360) s of CPU
     dsa = rows["| DSA"]
@@ -74,7 +75,7 @@ def test_diagnostics_prefers_the_redistilled_dc_set_and_pairs_each_protocol(tmp_
     )
     for cell, runs in (
         ("cifar10_dc_ipc1", [28.0, 29.0, 30.0]),
-        ("cifar10_dc_fyi_ipc1", [31.0, 32.0, 33.0]),
+        ("cifar10_dc_fyi_ipc1", [33.0, 31.0, 32.0]),
     ):
         (tmp_path / "diagnostics" / f"{cell}_flip_aug.json").write_text(
             json.dumps(evaluation(runs))
@@ -86,7 +87,14 @@ def test_diagnostics_prefers_the_redistilled_dc_set_and_pairs_each_protocol(tmp_
 
     published, flip_aug, with_flips, both = lines
     # The re-distilled DC set (rerun/) is the one the diagnostics evaluate, not the first run's.
-    assert "| 28.00 ± 1.00 | 25.00 ± 1.00 | -3.00 ± 1.41 (s.e. 0.82) |" in published
-    assert "| 29.00 ± 1.00 | 32.00 ± 1.00 | +3.00 ± 1.41 (s.e. 0.82) |" in flip_aug
+    assert (
+        "| 28.00 ± 1.00 | 25.00 ± 1.00 "
+        "| -3.00 ± 1.41 (s.e. 0.82; paired -3.00 ± 0.00, FYI ahead in 0 / 3) |" in published
+    )
+    # Model by model 5, 2, 2: mean 3, std sqrt(3).
+    assert (
+        "| 29.00 ± 1.00 | 32.00 ± 1.00 "
+        "| +3.00 ± 1.41 (s.e. 0.82; paired +3.00 ± 1.73, FYI ahead in 3 / 3) |" in flip_aug
+    )
     assert with_flips.endswith("| – | 30.00 ± 0.00 | – |")  # DC's evaluation not run yet
     assert both.endswith("| – | – | – |")
