@@ -74,16 +74,23 @@ def paired(base_runs: list[float], fyi_runs: list[float]) -> str:
     return f"; paired {mean:+.2f} ± {std:.2f}, FYI ahead in {wins} / {len(diffs)}"
 
 
+def compare(base: dict[str, Any], fyi: dict[str, Any]) -> str:
+    """FYI − base for two evaluations ({mean, std, n, runs}): ± the spread of one model's
+    difference (the two stds in quadrature), the standard error of the difference of the two
+    means, and the paired per-model differences."""
+    spread = math.hypot(base["std"], fyi["std"])
+    error = math.sqrt(base["std"] ** 2 / base["n"] + fyi["std"] ** 2 / fyi["n"])
+    pairs = paired(base["runs"], fyi["runs"])
+    return f"{fyi['mean'] - base['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f}{pairs})"
+
+
 def difference(base: dict[str, Any] | None, fyi: dict[str, Any] | None) -> str:
-    """FYI − base, ± the spread of one model's difference (the two stds in quadrature), the
-    standard error of the difference of the two means, and the paired per-model differences."""
+    """The two finished cells' headline evaluations compared, else a dash."""
     if not (base and fyi and base["finished"] and fyi["finished"]):
         return "–"
-    a, b = base["headline"], fyi["headline"]
-    spread = math.hypot(a["std"], b["std"])
-    error = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    runs = (base["accuracy"][a["model"]]["runs"], fyi["accuracy"][b["model"]]["runs"])
-    return f"{b['mean'] - a['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f}{paired(*runs)})"
+    return compare(
+        base["accuracy"][base["headline"]["model"]], fyi["accuracy"][fyi["headline"]["model"]]
+    )
 
 
 def unequalness(cell: dict[str, Any] | None) -> str:
@@ -165,12 +172,7 @@ def diagnostics(results: Path) -> str:
         else:
             base = _evaluation(dc_cell)
             fyi = _evaluation(results / "cifar10_dc_fyi_ipc1.json")
-        diff = "–"
-        if base and fyi:
-            spread = math.hypot(base["std"], fyi["std"])
-            error = math.sqrt(base["std"] ** 2 / base["n"] + fyi["std"] ** 2 / fyi["n"])
-            pairs = paired(base["runs"], fyi["runs"])
-            diff = f"{fyi['mean'] - base['mean']:+.2f} ± {spread:.2f} (s.e. {error:.2f}{pairs})"
+        diff = compare(base, fyi) if base and fyi else "–"
         lines.append(f"| {label} | {_mean_std(base)} | {_mean_std(fyi)} | {diff} |")
     return "\n".join(lines)
 
